@@ -1,0 +1,83 @@
+// Command walsync captures every committed transaction of SQLite databases at
+// write time and ships it to a replica as LTX files, and restores them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/superfly/ltx"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "walsync:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var level string
+	root := &cobra.Command{
+		Use:           "walsync",
+		Short:         "Continuous per-transaction backup of SQLite databases to object storage",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(newMountCmd(), newRestoreCmd())
+	return root
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// exits at once.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		slog.Info("signal received: flushing and unmounting", "signal", s.String())
+		cancel()
+		<-ch
+		slog.Error("second signal: exiting without flushing; staged transactions ship at the next start")
+		os.Exit(1)
+	}()
+	return ctx, cancel
+}
+
+// parseTXID accepts a decimal TXID or Litestream's form of exactly 16 hex digits.
+func parseTXID(s string) (ltx.TXID, error) {
+	if len(s) == 16 && strings.Trim(strings.ToLower(s), "0123456789abcdef") == "" {
+		v, err := strconv.ParseUint(s, 16, 64)
+		if err == nil && v > 0 {
+			return ltx.TXID(v), nil
+		}
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v == 0 {
+		return 0, errors.New("--txid must be a positive decimal number (150) or exactly 16 hex digits (0000000000000096)")
+	}
+	return ltx.TXID(v), nil
+}
+
+func durationFlag(cmd *cobra.Command, p *time.Duration, name string, def time.Duration, usage string) {
+	cmd.Flags().DurationVar(p, name, def, usage)
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/walsync/walsync/fusefs"
+	"github.com/walsync/walsync/shipper"
+	"github.com/walsync/walsync/storage"
+	_ "github.com/walsync/walsync/storage/file"
+)
+
+// stateDir is the directory inside --data that holds walsync's own state; it
+// is hidden from the mount.
+const stateDir = ".walsync"
+
+func newMountCmd() *cobra.Command {
+	var (
+		dataDir      string
+		replicaURL   string
+		syncInterval time.Duration
+		concurrency  int
+	)
+	cmd := &cobra.Command{
+		Use:   "mount MOUNTPOINT --data DIR --replica URL",
+		Short: "Serve the databases in DIR at MOUNTPOINT and capture every transaction",
+		Long: `Mount a FUSE filesystem at MOUNTPOINT whose files live in DIR. Every SQLite
+database created or opened under MOUNTPOINT (in any subdirectory) is captured
+at write time and shipped to URL, e.g. MOUNTPOINT/a/b.db to URL/a/b.db.
+Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMount(args[0], dataDir, replicaURL, syncInterval, concurrency)
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "", "directory holding the databases' files (required)")
+	cmd.Flags().StringVar(&replicaURL, "replica", "", "replica root URL, e.g. file:///var/backups/walsync (required)")
+	durationFlag(cmd, &syncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
+	cmd.Flags().IntVar(&concurrency, "upload-concurrency", 8, "uploads in flight across all databases")
+	_ = cmd.MarkFlagRequired("data")
+	_ = cmd.MarkFlagRequired("replica")
+	return cmd
+}
+
+func runMount(mountpoint, dataDir, replicaURL string, syncInterval time.Duration, concurrency int) error {
+	mountpoint, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(mountpoint); err != nil {
+		return err
+	}
+	dataDir, err = filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("--data %s: %w", dataDir, err)
+	}
+	if dataDir == mountpoint || strings.HasPrefix(dataDir, mountpoint+"/") {
+		return fmt.Errorf("--data %s must not be inside the mount point %s", dataDir, mountpoint)
+	}
+	client, err := storage.Open(replicaURL)
+	if err != nil {
+		return err
+	}
+	stager, err := shipper.New(shipper.Options{
+		Dir:          filepath.Join(dataDir, stateDir, "staging"),
+		Client:       client,
+		SyncInterval: syncInterval,
+		Concurrency:  concurrency,
+	})
+	if err != nil {
+		return fmt.Errorf("--data %s: %w", dataDir, err)
+	}
+	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager})
+	if err != nil {
+		return err
+	}
+	server, err := wfs.Mount(mountpoint)
+	if err != nil {
+		_ = stager.Close(context.Background())
+		return fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	slog.Info("mounted", "mountpoint", mountpoint, "data", dataDir, "replica", client.URL(), "sync_interval", syncInterval)
+
+	ctx, cancel := signalContext()
+	defer cancel()
+	go func() { server.Wait(); cancel() }()
+	<-ctx.Done()
+
+	unmount(server, mountpoint)
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelFlush()
+	if err := stager.Close(flushCtx); err != nil {
+		slog.Error("some transactions could not be uploaded; they stay staged and ship at the next start", "err", err)
+		return nil
+	}
+	slog.Info("flushed and unmounted", "mountpoint", mountpoint)
+	return nil
+}
+
+type unmounter interface{ Unmount() error }
+
+// unmount retries while the mount is busy, then detaches it lazily.
+func unmount(server unmounter, mountpoint string) {
+	for i := 0; i < 20; i++ {
+		err := server.Unmount()
+		if err == nil {
+			return
+		}
+		if i == 0 {
+			slog.Warn("mount busy; retrying unmount", "mountpoint", mountpoint, "err", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil {
+		slog.Error("unmount failed", "mountpoint", mountpoint, "err", err)
+	}
+}
+
+func checkMountpoint(mp string) error {
+	fi, err := os.Stat(mp)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mount point %s does not exist: create it with mkdir -p %s", mp, mp)
+	} else if err != nil {
+		return fmt.Errorf("mount point %s: %w", mp, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", mp)
+	}
+	if mounted, err := isMounted(mp); err == nil && mounted {
+		return fmt.Errorf("mount point %s is already mounted: unmount it first (umount %s)", mp, mp)
+	}
+	return nil
+}
+
+func isMounted(mp string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMount(fields[4]) == mp {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+func unescapeMount(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}

@@ -1,0 +1,258 @@
+package fusefs
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/walsync/walsync/capture"
+	"golang.org/x/sys/unix"
+)
+
+// handle is an open file of the mount.
+type handle struct {
+	fd   int
+	w    *FS
+	db   *database // nil for plain files
+	role role
+}
+
+var (
+	_ fs.FileReader    = (*handle)(nil)
+	_ fs.FileWriter    = (*handle)(nil)
+	_ fs.FileReleaser  = (*handle)(nil)
+	_ fs.FileFlusher   = (*handle)(nil)
+	_ fs.FileFsyncer   = (*handle)(nil)
+	_ fs.FileGetattrer = (*handle)(nil)
+	_ fs.FileLseeker   = (*handle)(nil)
+	_ fs.FileAllocater = (*handle)(nil)
+)
+
+func (w *FS) newHandle(fd int, d *database, r role) (*handle, syscall.Errno) {
+	h := &handle{fd: fd, w: w, db: d, role: r}
+	if d != nil && r == roleDB {
+		if _, err := d.capture(nil); err != nil {
+			return nil, syscall.EIO
+		}
+		d.mu.Lock()
+		d.openDBs++
+		d.mu.Unlock()
+	}
+	if d != nil && r == roleJournal {
+		if core, _ := d.capture(nil); core != nil {
+			if err := core.JournalOpened(); err != nil {
+				return nil, w.errno(d, err)
+			}
+		}
+	}
+	return h, 0
+}
+
+func (h *handle) core() *capture.DB {
+	if h.db == nil {
+		return nil
+	}
+	h.db.mu.Lock()
+	defer h.db.mu.Unlock()
+	return h.db.core
+}
+
+func (h *handle) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return fuse.ReadResultFd(uintptr(h.fd), off, len(buf)), 0
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	var n int
+	apply := func() error {
+		var err error
+		n, err = syscall.Pwrite(h.fd, data, off)
+		if err == nil && n < len(data) {
+			err = io.ErrShortWrite
+		}
+		return err
+	}
+	core := h.core()
+	if core == nil && h.role == roleDB && off == 0 {
+		// A new file's first page 1 decides whether it is a database.
+		var err error
+		if core, err = h.db.capture(data); err != nil {
+			return 0, syscall.EIO
+		}
+	}
+	var err error
+	switch {
+	case core == nil:
+		err = apply()
+	case h.role == roleDB:
+		err = core.WriteDB(off, int64(len(data)), apply)
+	case h.role == roleWAL:
+		err = core.WriteWAL(off, int64(len(data)), apply)
+	case h.role == roleJournal:
+		err = core.WriteJournal(off, data, apply)
+	default:
+		err = apply()
+	}
+	if err != nil {
+		return uint32(n), h.w.errno(h.db, err)
+	}
+	return uint32(n), 0
+}
+
+func (h *handle) truncate(size int64) syscall.Errno {
+	apply := func() error { return syscall.Ftruncate(h.fd, size) }
+	core := h.core()
+	var err error
+	switch {
+	case core == nil:
+		err = apply()
+	case h.role == roleWAL:
+		err = core.TruncateWAL(size, apply)
+	case h.role == roleJournal:
+		err = core.TruncateJournal(size, apply)
+	default:
+		err = apply()
+	}
+	return h.w.errno(h.db, err)
+}
+
+func (h *handle) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.ENOTSUP // Node.Setattr handles it
+}
+
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	// close(2) on a dup closes nothing but reports deferred write errors.
+	fd, err := syscall.Dup(h.fd)
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	return fs.ToErrno(syscall.Close(fd))
+}
+
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := syscall.Fsync(h.fd); err != nil {
+		return fs.ToErrno(err)
+	}
+	if h.db != nil && h.core() != nil {
+		// SQLite asked for durability: the staged transactions get it too.
+		if err := h.w.opts.Stager.Sync(h.db.name); err != nil {
+			return h.w.errno(h.db, err)
+		}
+	}
+	return 0
+}
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	err := syscall.Close(h.fd)
+	if h.db != nil && h.role == roleDB {
+		h.db.mu.Lock()
+		h.db.openDBs--
+		last := h.db.openDBs == 0
+		core := h.db.core
+		h.db.mu.Unlock()
+		if last && core != nil {
+			if cerr := core.Closed(); cerr != nil {
+				h.w.errno(h.db, cerr)
+			}
+		}
+	}
+	return fs.ToErrno(err)
+}
+
+func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(h.fd, &st); err != nil {
+		return fs.ToErrno(err)
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	n, err := unix.Seek(h.fd, int64(off), int(whence))
+	return uint64(n), fs.ToErrno(err)
+}
+
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return fs.ToErrno(syscall.Fallocate(h.fd, mode, int64(off), int64(size)))
+}
+
+// osFiles reads a database's files on the data directory for the capture core.
+type osFiles struct {
+	base string // path of the main file
+	mu   sync.Mutex
+	fds  [3]*os.File
+}
+
+func newOSFiles(base string) *osFiles { return &osFiles{base: base} }
+
+func (f *osFiles) path(k capture.Kind) string {
+	switch k {
+	case capture.WALFile:
+		return f.base + "-wal"
+	case capture.JournalFile:
+		return f.base + "-journal"
+	}
+	return f.base
+}
+
+func (f *osFiles) file(k capture.Kind) (*os.File, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fds[k] != nil {
+		return f.fds[k], nil
+	}
+	fd, err := os.OpenFile(f.path(k), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	f.fds[k] = fd
+	return fd, nil
+}
+
+// invalidate drops the cached descriptor of a file that was removed or replaced.
+func (f *osFiles) invalidate(k capture.Kind) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fds[k] != nil {
+		f.fds[k].Close()
+		f.fds[k] = nil
+	}
+}
+
+func (f *osFiles) closeAll() {
+	for k := range f.fds {
+		f.invalidate(capture.Kind(k))
+	}
+}
+
+func (f *osFiles) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
+	fd, err := f.file(k)
+	if err != nil {
+		return 0, err
+	}
+	return fd.ReadAt(p, off)
+}
+
+func (f *osFiles) WriteAt(k capture.Kind, p []byte, off int64) (int, error) {
+	fd, err := f.file(k)
+	if err != nil {
+		return 0, err
+	}
+	return fd.WriteAt(p, off)
+}
+
+func (f *osFiles) Size(k capture.Kind) int64 {
+	fd, err := f.file(k)
+	if err != nil {
+		return -1
+	}
+	fi, err := fd.Stat()
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}

@@ -1,0 +1,621 @@
+// Package shipper stages captured transactions on local disk and uploads them
+// to a replica in batches.
+//
+// Staging: every database has a directory under the staging root holding
+//
+//	pending             the transaction log being appended to (storage.ReadTxLog format)
+//	batch-<minTXID>.log sealed batches waiting for upload, shipped in TXID order
+//	shipped.json        the position of the last transaction uploaded
+//
+// Stage appends with write(2) before the SQLite write that committed the
+// transaction returns, so a crash of walsync loses nothing SQLite saw
+// committed; Sync (called when SQLite fsyncs one of the database's files)
+// makes it survive power loss as well, so walsync adds no fsync SQLite did not
+// ask for.
+//
+// Shipping: a database's first staged transaction starts its batch window
+// (the sync interval); when it ends the pending log is sealed and one worker
+// of a shared pool uploads it: the batch's transaction log object (when it
+// holds more than one transaction), then one level-0 LTX file compacting the
+// whole batch, and the level-9 snapshot when the batch starts the database at
+// TXID 1. Failed uploads are retried with exponential backoff and jitter; the
+// sealed batch stays on disk until it is uploaded, across restarts.
+package shipper
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/storage"
+)
+
+// Options configures a Shipper.
+type Options struct {
+	Dir          string // staging root
+	Client       storage.Client
+	SyncInterval time.Duration // batch window per database; default 1s
+	Concurrency  int           // uploads in flight across all databases; default 8
+	MaxBackoff   time.Duration // default 30s
+	Logger       *slog.Logger
+}
+
+// Shipper stages and uploads transactions for any number of databases.
+type Shipper struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	stages map[string]*stage
+	closed bool
+
+	work chan *stage
+	wg   sync.WaitGroup
+	stop chan struct{}
+}
+
+// New opens the staging root, recovers what an earlier run left there and
+// starts the upload workers. Databases with staged work are shipped at once.
+func New(opts Options) (*Shipper, error) {
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = time.Second
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 8
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("staging directory %s: %w", opts.Dir, err)
+	}
+	probe, err := os.CreateTemp(opts.Dir, ".probe-*")
+	if err != nil {
+		return nil, fmt.Errorf("staging directory %s is not writable: %w", opts.Dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+
+	s := &Shipper{
+		opts:   opts,
+		log:    opts.Logger,
+		stages: map[string]*stage{},
+		work:   make(chan *stage, 4096),
+		stop:   make(chan struct{}),
+	}
+	ents, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		name, err := url.PathUnescape(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := s.stage(name)
+		if err != nil {
+			return nil, err
+		}
+		if st.hasWork() {
+			s.schedule(st, 0)
+		}
+	}
+	for i := 0; i < opts.Concurrency; i++ {
+		s.wg.Add(1)
+		go s.worker()
+	}
+	return s, nil
+}
+
+// stage returns the staging state of a database, loading it from disk.
+func (s *Shipper) stage(db string) (*stage, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stages[db]; ok {
+		return st, nil
+	}
+	st := &stage{db: db, dir: filepath.Join(s.opts.Dir, url.PathEscape(db))}
+	if err := st.load(); err != nil {
+		return nil, fmt.Errorf("staging of %s: %w", db, err)
+	}
+	s.stages[db] = st
+	return st, nil
+}
+
+// Position returns the last captured position of a database: from local
+// staging, or, for a database this staging has never seen, from the replica.
+func (s *Shipper) Position(ctx context.Context, db string) (capture.Pos, error) {
+	st, err := s.stage(db)
+	if err != nil {
+		return capture.Pos{}, err
+	}
+	st.mu.Lock()
+	pos, known := st.pos, st.known
+	st.mu.Unlock()
+	if known {
+		return pos, nil
+	}
+	fi, err := storage.Latest(ctx, s.opts.Client, db)
+	if err != nil {
+		return capture.Pos{}, fmt.Errorf("read the replica position of %s from %s: %w", db, s.opts.Client.URL(), err)
+	}
+	if fi == nil {
+		return capture.Pos{}, nil
+	}
+	hdr, trl, err := storage.ReadHeader(ctx, s.opts.Client, db, fi)
+	if err != nil {
+		return capture.Pos{}, err
+	}
+	return capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}, nil
+}
+
+// Stage appends a transaction to the database's pending log.
+func (s *Shipper) Stage(db string, tx *capture.Tx) error {
+	st, err := s.stage(db)
+	if err != nil {
+		return err
+	}
+	first, err := st.append(tx)
+	if err != nil {
+		return err
+	}
+	if first {
+		s.schedule(st, s.opts.SyncInterval)
+	}
+	return nil
+}
+
+// Sync makes the database's staged transactions durable on disk.
+func (s *Shipper) Sync(db string) error {
+	st, err := s.stage(db)
+	if err != nil {
+		return err
+	}
+	return st.sync()
+}
+
+func (s *Shipper) schedule(st *stage, after time.Duration) {
+	time.AfterFunc(after, func() {
+		select {
+		case s.work <- st:
+		case <-s.stop:
+		}
+	})
+}
+
+func (s *Shipper) worker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case st := <-s.work:
+			s.shipWithRetry(st)
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *Shipper) shipWithRetry(st *stage) {
+	err := s.ship(context.Background(), st)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err != nil {
+		st.failures++
+		backoff := s.opts.SyncInterval << min(st.failures, 10)
+		backoff = min(backoff, s.opts.MaxBackoff)
+		backoff = backoff/2 + rand.N(backoff/2+1)
+		s.log.Error("upload failed; staged transactions are kept and retried",
+			"db", st.db, "replica", s.opts.Client.URL(), "attempt", st.failures, "retry_in", backoff.Round(time.Millisecond), "err", err)
+		s.schedule(st, backoff)
+		return
+	}
+	if st.failures > 0 {
+		s.log.Info("upload recovered", "db", st.db, "after_attempts", st.failures)
+	}
+	st.failures = 0
+}
+
+// Flush seals and uploads everything staged for every database, retrying
+// until ctx is done.
+func (s *Shipper) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	stages := make([]*stage, 0, len(s.stages))
+	for _, st := range s.stages {
+		stages = append(stages, st)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, st := range stages {
+		for {
+			err := s.ship(ctx, st)
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("%s: %w", st.db, err))
+			case <-time.After(s.opts.SyncInterval):
+				continue
+			}
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close flushes (bounded by ctx) and stops the workers. What could not be
+// uploaded stays staged for the next start.
+func (s *Shipper) Close(ctx context.Context) error {
+	err := s.Flush(ctx)
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	stages := s.stages
+	s.mu.Unlock()
+	s.wg.Wait()
+	for _, st := range stages {
+		st.close()
+	}
+	return err
+}
+
+// ship seals the pending log and uploads every sealed batch of a database.
+func (s *Shipper) ship(ctx context.Context, st *stage) error {
+	st.shipMu.Lock()
+	defer st.shipMu.Unlock()
+	if err := st.seal(); err != nil {
+		return err
+	}
+	batches, err := st.sealedBatches()
+	if err != nil {
+		return err
+	}
+	for _, path := range batches {
+		if err := s.shipBatch(ctx, st, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	recs, _, err := storage.ReadTxLog(f, fi.Size(), true)
+	if err != nil {
+		return fmt.Errorf("staged batch %s: %w", path, err)
+	}
+	st.mu.Lock()
+	shipped := st.shipped.TXID
+	st.mu.Unlock()
+	// A crash between upload and bookkeeping leaves already shipped records.
+	for len(recs) > 0 && recs[0].Header.MaxTXID <= shipped {
+		recs = recs[1:]
+	}
+	// LTX files of one batch share a page size; VACUUM can change it.
+	for len(recs) > 0 {
+		n := 1
+		for n < len(recs) && recs[n].Header.PageSize == recs[0].Header.PageSize {
+			n++
+		}
+		if err := s.upload(ctx, st.db, f, recs[:n]); err != nil {
+			return err
+		}
+		last := recs[n-1]
+		if err := st.markShipped(capture.Pos{TXID: last.Header.MaxTXID, Checksum: last.Trailer.PostApplyChecksum, PageSize: last.Header.PageSize, Commit: last.Header.Commit}); err != nil {
+			return err
+		}
+		recs = recs[n:]
+	}
+	return os.Remove(path)
+}
+
+// upload writes one batch of contiguous transactions to the replica.
+func (s *Shipper) upload(ctx context.Context, db string, f *os.File, recs []storage.TxLogRecord) error {
+	first, last := recs[0], recs[len(recs)-1]
+	min, max := first.Header.MinTXID, last.Header.MaxTXID
+	ts := time.UnixMilli(last.Header.Timestamp)
+	section := func(r storage.TxLogRecord) *io.SectionReader { return io.NewSectionReader(f, r.Offset, r.Size) }
+
+	if first.Header.MinTXID == 1 {
+		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.SnapshotLevel, 1, first.Header.MaxTXID, section(first), time.UnixMilli(first.Header.Timestamp)); err != nil {
+			return fmt.Errorf("upload snapshot of %s: %w", db, err)
+		}
+	}
+	if len(recs) == 1 {
+		if err := s.opts.Client.WriteLTXFile(ctx, db, 0, min, max, section(first), ts); err != nil {
+			return fmt.Errorf("upload %s level 0 %s: %w", db, ltx.FormatFilename(min, max), err)
+		}
+		return nil
+	}
+	// The per-transaction log first, so a level-0 file on the replica always
+	// has its transactions beside it.
+	start := first.Offset - storage.TxLogRecordHead
+	txlog := io.NewSectionReader(f, start, last.Offset+last.Size-start)
+	if err := s.opts.Client.WriteLTXFile(ctx, db, storage.TxLogLevel, min, max, txlog, ts); err != nil {
+		return fmt.Errorf("upload %s transaction log %s: %w", db, ltx.FormatFilename(min, max), err)
+	}
+	rdrs := make([]io.Reader, len(recs))
+	for i, r := range recs {
+		rdrs[i] = section(r)
+	}
+	var buf bytes.Buffer
+	c, err := ltx.NewCompactor(&buf, rdrs)
+	if err != nil {
+		return err
+	}
+	if err := c.Compact(ctx); err != nil {
+		return fmt.Errorf("compact batch %s of %s: %w", ltx.FormatFilename(min, max), db, err)
+	}
+	if err := s.opts.Client.WriteLTXFile(ctx, db, 0, min, max, bytes.NewReader(buf.Bytes()), ts); err != nil {
+		return fmt.Errorf("upload %s level 0 %s: %w", db, ltx.FormatFilename(min, max), err)
+	}
+	return nil
+}
+
+// stage is the on-disk staging of one database.
+type stage struct {
+	db  string
+	dir string
+
+	shipMu sync.Mutex // one upload of this database at a time
+
+	mu       sync.Mutex
+	pending  *os.File
+	size     int64       // valid bytes in pending
+	pos      capture.Pos // last staged
+	known    bool        // pos comes from this staging
+	shipped  capture.Pos // last uploaded
+	failures int
+}
+
+type posJSON struct {
+	TXID     ltx.TXID     `json:"txid"`
+	Checksum ltx.Checksum `json:"checksum"`
+	PageSize uint32       `json:"page_size"`
+	Commit   uint32       `json:"commit"`
+}
+
+func (st *stage) load() error {
+	b, err := os.ReadFile(filepath.Join(st.dir, "shipped.json"))
+	if err == nil {
+		var p posJSON
+		if err := json.Unmarshal(b, &p); err != nil {
+			return fmt.Errorf("shipped.json: %w", err)
+		}
+		st.shipped = capture.Pos(p)
+		st.pos, st.known = st.shipped, true
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	batches, err := st.sealedBatches()
+	if err != nil {
+		return err
+	}
+	for _, path := range batches {
+		if p, ok, err := lastPos(path, false); err != nil {
+			return err
+		} else if ok {
+			st.pos, st.known = p, true
+		}
+	}
+	path := filepath.Join(st.dir, "pending")
+	if p, ok, err := lastPos(path, true); err != nil {
+		return err
+	} else if ok {
+		st.pos, st.known = p, true
+	}
+	return nil
+}
+
+// lastPos reads a log's last valid record; with repair, a torn tail left by a
+// crash is cut off.
+func lastPos(path string, repair bool) (capture.Pos, bool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return capture.Pos{}, false, nil
+	} else if err != nil {
+		return capture.Pos{}, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return capture.Pos{}, false, err
+	}
+	recs, end, _ := storage.ReadTxLog(f, fi.Size(), false)
+	if repair && end < fi.Size() {
+		if err := f.Truncate(end); err != nil {
+			return capture.Pos{}, false, err
+		}
+	}
+	if len(recs) == 0 {
+		return capture.Pos{}, false, nil
+	}
+	r := recs[len(recs)-1]
+	return capture.Pos{TXID: r.Header.MaxTXID, Checksum: r.Trailer.PostApplyChecksum, PageSize: r.Header.PageSize, Commit: r.Header.Commit}, true, nil
+}
+
+func (st *stage) hasWork() bool {
+	batches, _ := st.sealedBatches()
+	if len(batches) > 0 {
+		return true
+	}
+	fi, err := os.Stat(filepath.Join(st.dir, "pending"))
+	return err == nil && fi.Size() > 0
+}
+
+// append stages a transaction; first reports that it opened a new batch.
+func (st *stage) append(tx *capture.Tx) (first bool, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.known && tx.TXID != st.pos.TXID+1 {
+		return false, fmt.Errorf("transaction %d of %s does not follow staged position %d", tx.TXID, st.db, st.pos.TXID)
+	}
+	if st.pending == nil {
+		if err := os.MkdirAll(st.dir, 0o755); err != nil {
+			return false, err
+		}
+		f, err := os.OpenFile(filepath.Join(st.dir, "pending"), os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return false, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return false, err
+		}
+		st.pending, st.size = f, fi.Size()
+	}
+	first = st.size == 0
+	w := &countingWriter{w: io.NewOffsetWriter(st.pending, st.size+storage.TxLogRecordHead)}
+	bw := newBufWriter(w)
+	if err := tx.WriteLTX(bw); err != nil {
+		return false, err
+	}
+	if err := bw.Flush(); err != nil {
+		return false, err
+	}
+	if _, err := st.pending.WriteAt(storage.TxLogRecordHeader(w.n), st.size); err != nil {
+		return false, err
+	}
+	st.size += storage.TxLogRecordHead + w.n
+	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
+	st.known = true
+	return first, nil
+}
+
+func (st *stage) sync() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.pending == nil {
+		return nil
+	}
+	return st.pending.Sync()
+}
+
+// seal turns the pending log into a sealed batch named by its first TXID.
+func (st *stage) seal() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	path := filepath.Join(st.dir, "pending")
+	if st.pending == nil {
+		// Nothing appended in this run; a previous run may have left a log.
+		fi, err := os.Stat(path)
+		if err != nil || fi.Size() == 0 {
+			return nil
+		}
+	} else if st.size == 0 {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	var h [storage.TxLogRecordHead + ltx.HeaderSize]byte
+	_, err = f.ReadAt(h[:], 0)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("read staged log %s: %w", path, err)
+	}
+	var hdr ltx.Header
+	if err := hdr.UnmarshalBinary(h[storage.TxLogRecordHead:]); err != nil {
+		return fmt.Errorf("read staged log %s: %w", path, err)
+	}
+	if st.pending != nil {
+		if err := st.pending.Sync(); err != nil {
+			return err
+		}
+		st.pending.Close()
+		st.pending, st.size = nil, 0
+	}
+	return os.Rename(path, filepath.Join(st.dir, fmt.Sprintf("batch-%s.log", hdr.MinTXID)))
+}
+
+func (st *stage) sealedBatches() ([]string, error) {
+	ents, err := os.ReadDir(st.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var a []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "batch-") && strings.HasSuffix(e.Name(), ".log") {
+			a = append(a, filepath.Join(st.dir, e.Name()))
+		}
+	}
+	sort.Strings(a)
+	return a, nil
+}
+
+func (st *stage) markShipped(pos capture.Pos) error {
+	b, err := json.Marshal(posJSON(pos))
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(st.dir, "shipped.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(st.dir, "shipped.json")); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.shipped = pos
+	if !st.known {
+		st.pos, st.known = pos, true
+	}
+	st.mu.Unlock()
+	return nil
+}
+
+func (st *stage) close() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.pending != nil {
+		_ = st.pending.Sync()
+		st.pending.Close()
+		st.pending = nil
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,140 @@
+// Package storage defines the replica backend interface that the shipper
+// writes to and the read side (restore) reads from, plus URL parsing.
+//
+// A replica root holds one directory (or key prefix) per database, named by
+// the database's path relative to the mount. Inside it, LTX files live at the
+// keys Litestream 0.5 uses for that kind of backend (see each backend), so
+// Litestream can restore walsync's backups and the other way round.
+//
+// walsync adds one kind of object Litestream ignores: a transaction log per
+// level-0 batch (TxLogLevel), holding every transaction of the batch as its
+// own LTX file, so a restore can stop at any single transaction even though
+// the level-0 file of the batch is compacted.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/superfly/ltx"
+)
+
+// Levels of the LTX files.
+const (
+	// SnapshotLevel holds full snapshots (MinTXID 1).
+	SnapshotLevel = 9
+	// MaxLevel is the highest LTX level.
+	MaxLevel = 9
+	// TxLogLevel names walsync's per-batch transaction logs. It is not an
+	// LTX level and is stored outside the directories Litestream reads.
+	TxLogLevel = -1
+)
+
+// ErrNotFound is returned when an object does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Client is a replica backend. db is the database path relative to the root,
+// with forward slashes.
+type Client interface {
+	// URL returns the replica root URL.
+	URL() string
+	// LTXFiles lists one level of one database, sorted by MinTXID.
+	LTXFiles(ctx context.Context, db string, level int) ([]*ltx.FileInfo, error)
+	// OpenLTXFile opens a file. It returns ErrNotFound if it does not exist.
+	OpenLTXFile(ctx context.Context, db string, level int, minTXID, maxTXID ltx.TXID) (io.ReadCloser, error)
+	// WriteLTXFile stores a file atomically; writing the same file twice is
+	// harmless. ts is the LTX header time.
+	WriteLTXFile(ctx context.Context, db string, level int, minTXID, maxTXID ltx.TXID, r io.ReadSeeker, ts time.Time) error
+	// DeleteLTXFiles removes files; missing files are not an error.
+	DeleteLTXFiles(ctx context.Context, db string, files []*ltx.FileInfo) error
+}
+
+// Opener builds a Client for a parsed URL. Backends register one each.
+type Opener func(u *url.URL) (Client, error)
+
+var openers = map[string]Opener{}
+
+// Register makes a backend available for a URL scheme.
+func Register(scheme string, o Opener) { openers[scheme] = o }
+
+// Open returns the client for a replica URL such as file:///backups.
+func Open(rawURL string) (Client, error) {
+	u, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	o, ok := openers[u.Scheme]
+	if !ok {
+		return nil, fmt.Errorf("replica URL %q: unsupported scheme %q (supported: %s)", rawURL, u.Scheme, strings.Join(schemes(), ", "))
+	}
+	return o(u)
+}
+
+func schemes() []string {
+	var a []string
+	for s := range openers {
+		a = append(a, s+"://")
+	}
+	return a
+}
+
+// ParseURL parses and checks a replica URL.
+func ParseURL(rawURL string) (*url.URL, error) {
+	if rawURL == "" {
+		return nil, errors.New("replica URL is empty: give one such as file:///var/backups/walsync")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("replica URL %q cannot be parsed: %w", rawURL, err)
+	}
+	if u.Scheme == "" {
+		return nil, fmt.Errorf("replica URL %q has no scheme: use file:///absolute/dir", rawURL)
+	}
+	if u.Scheme == "file" {
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("replica URL %q: a file URL needs an absolute path after file:// (file:///dir), not host %q", rawURL, u.Host)
+		}
+		if !filepath.IsAbs(u.Path) {
+			return nil, fmt.Errorf("replica URL %q: the path must be absolute (file:///dir)", rawURL)
+		}
+	}
+	return u, nil
+}
+
+// Latest returns the last file of a database across all levels (the one with
+// the highest MaxTXID), or nil if the database has no files.
+func Latest(ctx context.Context, c Client, db string) (*ltx.FileInfo, error) {
+	var last *ltx.FileInfo
+	for level := 0; level <= MaxLevel; level++ {
+		infos, err := c.LTXFiles(ctx, db, level)
+		if err != nil {
+			return nil, err
+		}
+		for _, fi := range infos {
+			if last == nil || fi.MaxTXID > last.MaxTXID {
+				last = fi
+			}
+		}
+	}
+	return last, nil
+}
+
+// ReadHeader opens a file and decodes its header and trailer.
+func ReadHeader(ctx context.Context, c Client, db string, fi *ltx.FileInfo) (ltx.Header, ltx.Trailer, error) {
+	rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
+	if err != nil {
+		return ltx.Header{}, ltx.Trailer{}, err
+	}
+	defer rc.Close()
+	dec := ltx.NewDecoder(rc)
+	if err := dec.Verify(); err != nil {
+		return ltx.Header{}, ltx.Trailer{}, fmt.Errorf("%s level %d %s: %w", db, fi.Level, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID), err)
+	}
+	return dec.Header(), dec.Trailer(), nil
+}
