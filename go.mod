@@ -11,6 +11,7 @@ require (
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/mattn/go-sqlite3 v1.14.32 // indirect
 	github.com/pierrec/lz4/v4 v4.1.23 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 )
