@@ -637,6 +637,10 @@ func (d *DB) establish() error {
 		return nil // nothing to ship until the database has a page
 	}
 	if d.needFull {
+		if d.pos.TXID != 0 && d.cfg.Warn != nil {
+			d.cfg.Warn(fmt.Sprintf("database %s on disk is not the state of its last captured transaction %d: "+
+				"shipping the whole database as transaction %d (resync)", d.cfg.Name, d.pos.TXID, d.pos.TXID+1))
+		}
 		return d.emit(nil, d.commit)
 	}
 	return nil

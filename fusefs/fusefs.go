@@ -183,8 +183,10 @@ func (d *database) capture(header []byte) (*capture.DB, error) {
 	defer cancel()
 	pos, err := d.w.opts.Stager.Position(ctx, d.name)
 	if err != nil {
-		d.w.log.Error("cannot read the last captured position", "db", d.name, "err", err)
-		return nil, err
+		// Capture anyway: the shipper refuses to overwrite history it finds
+		// on the replica later, so nothing is lost either way.
+		d.w.log.Warn("cannot read the replica position; capturing from a new snapshot", "db", d.name, "err", err)
+		pos = capture.Pos{}
 	}
 	core, err := capture.Open(capture.Config{
 		Name:  d.name,

@@ -380,3 +380,5 @@ func readAll(t testing.TB, r io.Reader) string {
 	}
 	return string(b)
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }

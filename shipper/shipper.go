@@ -348,6 +348,9 @@ func (s *Shipper) upload(ctx context.Context, db string, f *os.File, recs []stor
 	section := func(r storage.TxLogRecord) *io.SectionReader { return io.NewSectionReader(f, r.Offset, r.Size) }
 
 	if first.Header.MinTXID == 1 {
+		if err := s.checkNoForeignHistory(ctx, db, first); err != nil {
+			return err
+		}
 		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.SnapshotLevel, 1, first.Header.MaxTXID, section(first), time.UnixMilli(first.Header.Timestamp)); err != nil {
 			return fmt.Errorf("upload snapshot of %s: %w", db, err)
 		}
@@ -618,4 +621,29 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// checkNoForeignHistory refuses to start a database at TXID 1 on a replica
+// that already holds another history for it (walsync could not read the
+// replica when it first saw the database). Its own earlier upload of the same
+// snapshot, interrupted by a crash, is recognised by its checksum.
+func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, snap storage.TxLogRecord) error {
+	fi, err := storage.Latest(ctx, s.opts.Client, db)
+	if err != nil || fi == nil {
+		return err
+	}
+	infos, err := s.opts.Client.LTXFiles(ctx, db, storage.SnapshotLevel)
+	if err != nil {
+		return err
+	}
+	for _, info := range infos {
+		if info.MinTXID == 1 && info.MaxTXID == snap.Header.MaxTXID {
+			if _, trl, err := storage.ReadHeader(ctx, s.opts.Client, db, info); err == nil && trl.PostApplyChecksum == snap.Trailer.PostApplyChecksum {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("the replica %s already holds a different history of %s (up to TXID %d); "+
+		"refusing to overwrite it: move that replica directory away or use another replica URL (staged transactions are kept)",
+		s.opts.Client.URL(), db, fi.MaxTXID)
 }

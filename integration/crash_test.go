@@ -1,0 +1,290 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKill9MidWorkload kills walsync with SIGKILL while an application
+// commits transactions, restarts it on the same --data, and checks that every
+// transaction the application saw committed is on the replica, that nothing
+// rolled back is, and that the replica restores to exactly what SQLite has.
+func TestKill9MidWorkload(t *testing.T) {
+	for _, mode := range []string{"WAL", "DELETE"} {
+		t.Run(mode, func(t *testing.T) {
+			m := newMount(t)
+			rel := "crash/app.db"
+			db := openDB(t, m.path(rel), "journal_mode="+mode, "cache_size=2")
+			mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+			tx := mustBegin(t, db)
+			for i := 0; i < 100; i++ {
+				mustExec(t, tx, "INSERT INTO t(v, b) VALUES(?, randomblob(1000))", rolledBackMarker)
+			}
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			var acked atomic.Int64
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for i := int64(1); ; i++ {
+					if _, err := db.Exec("INSERT INTO t(id, v, b) VALUES(?, 'row', randomblob(300))", i); err != nil {
+						return // the mount is gone
+					}
+					acked.Store(i)
+				}
+			}()
+			time.Sleep(700 * time.Millisecond)
+			m.kill9()
+			<-done
+			db.Close()
+			if acked.Load() < 10 {
+				t.Fatalf("only %d transactions before the kill", acked.Load())
+			}
+
+			m.start()
+			src := openDB(t, m.path(rel))
+			var n, maxID int64
+			if err := src.QueryRow("SELECT count(*), coalesce(max(id),0) FROM t").Scan(&n, &maxID); err != nil {
+				t.Fatal(err)
+			}
+			if maxID < acked.Load() || n != maxID {
+				t.Fatalf("after restart SQLite has %d rows up to id %d; the application saw %d committed", n, maxID, acked.Load())
+			}
+			want := contentHash(t, src)
+			m.waitShipped()
+			path := m.restoreDB(rel, 0)
+			if got := checkRestored(t, path); got != want {
+				t.Fatalf("restore after kill -9 differs from the source (acked %d, source has %d)", acked.Load(), maxID)
+			}
+			if c := countMarker(t, path); c != 0 {
+				t.Fatalf("%d rolled-back rows on the replica", c)
+			}
+			// The database keeps being captured after the restart.
+			mustExec(t, src, "INSERT INTO t(v) VALUES('after restart')")
+			want = contentHash(t, src)
+			m.waitShipped()
+			if got := checkRestored(t, m.restoreDB(rel, 0)); got != want {
+				t.Fatal("transaction after restart not captured")
+			}
+		})
+	}
+}
+
+// TestResyncWhenContinuityUnproven changes a database behind walsync's back
+// (directly in --data while walsync is stopped): at the next start walsync
+// cannot prove continuity and ships the whole database as the next TXID.
+func TestResyncWhenContinuityUnproven(t *testing.T) {
+	m := newMount(t)
+	rel := "resync.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES('before');")
+	m.waitShipped()
+	before := m.latestTXID(rel)
+	m.stop()
+
+	shell(t, filepath.Join(m.data, rel), "INSERT INTO t VALUES('behind walsync''s back');")
+
+	m.start()
+	want := shell(t, m.path(rel), "SELECT group_concat(x, '|') FROM t;")
+	m.waitShipped()
+	after := m.latestTXID(rel)
+	if after != before+1 {
+		t.Fatalf("latest TXID %d after resync, want %d", after, before+1)
+	}
+	if got := shell(t, m.restoreDB(rel, 0), "SELECT group_concat(x, '|') FROM t;"); got != want {
+		t.Fatalf("resynced restore has %q, want %q", got, want)
+	}
+	if got := shell(t, m.restoreDB(rel, before), "SELECT group_concat(x, '|') FROM t;"); got != "before\n" {
+		t.Fatalf("restore at TXID %d has %q", before, got)
+	}
+	if !strings.Contains(m.log.String(), "resync") {
+		t.Fatalf("resync not logged:\n%s", m.log)
+	}
+}
+
+// TestSignalFlushesAndUnmounts checks that SIGTERM ships what is pending even
+// with a long batch window, unmounts and exits 0.
+func TestSignalFlushesAndUnmounts(t *testing.T) {
+	m := newMount(t, "--sync-interval", "1h")
+	rel := "flush.db"
+	shell(t, m.path(rel), "CREATE TABLE t(x); INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);")
+	time.Sleep(200 * time.Millisecond)
+	if got := m.latestTXID(rel); got != 0 {
+		t.Fatalf("shipped before the batch window ended: TXID %d", got)
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-m.done; err != nil {
+		t.Fatalf("walsync exited with %v\n%s", err, m.log)
+	}
+	m.cmd = nil
+	if isMounted(m.mnt) {
+		t.Fatal("still mounted after SIGTERM")
+	}
+	if got := m.latestTXID(rel); got != 3 {
+		t.Fatalf("latest TXID after SIGTERM %d, want 3", got)
+	}
+}
+
+func runWalsync(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(walsyncBin, args...)
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("walsync %v did not exit", args)
+	}
+	return string(out), err
+}
+
+// TestBadMountInput checks the errors for a bad mount point and --data.
+func TestBadMountInput(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := "file://" + filepath.Join(dir, "rep")
+	m := newMount(t)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing mount point", []string{"mount", filepath.Join(dir, "nope"), "--data", dir + "/d", "--replica", rep}, "does not exist"},
+		{"mount point not a directory", []string{"mount", file, "--data", dir + "/d", "--replica", rep}, "is not a directory"},
+		{"already mounted", []string{"mount", m.mnt, "--data", dir + "/d", "--replica", rep}, "already mounted"},
+		{"data unwritable", []string{"mount", t.TempDir(), "--data", file + "/sub", "--replica", rep}, "--data"},
+		{"replica unparsable", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "://bad"}, "cannot be parsed"},
+		{"replica relative", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "file://rel/dir"}, "absolute"},
+		{"restore bad txid", []string{"restore", rep, "-o", dir + "/out.db", "--txid", "abc"}, "--txid"},
+		{"restore nothing there", []string{"restore", rep, "-o", dir + "/out.db"}, "no backup"},
+	}
+	for _, c := range cases {
+		out, err := runWalsync(t, c.args...)
+		if err == nil {
+			t.Fatalf("%s: walsync succeeded:\n%s", c.name, out)
+		}
+		if !strings.Contains(out, c.want) {
+			t.Fatalf("%s: error does not say %q:\n%s", c.name, c.want, out)
+		}
+	}
+	if _, err := os.Stat(dir + "/out.db"); !os.IsNotExist(err) {
+		t.Fatal("a failed restore left an output file")
+	}
+}
+
+// TestReplicaUnwritableThenRecovers starts with a replica directory that
+// cannot be created, keeps capturing, and catches up by itself once it can.
+func TestReplicaUnwritableThenRecovers(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "replica")
+	if err := os.WriteFile(blocker, []byte("in the way"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(blocker, "root")}
+	if err := os.MkdirAll(m.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m.args = []string{"--log-level", "info"}
+	m.start()
+	t.Cleanup(func() {
+		if m.cmd != nil {
+			m.stop()
+		}
+	})
+	rel := "x.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x);")
+	for i := 0; i < 20; i++ {
+		shell(t, m.path(rel), fmt.Sprintf("INSERT INTO t VALUES(%d);", i))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(m.log.String(), "upload failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("upload failure not logged:\n%s", m.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(m.log.String(), "db="+rel) {
+		t.Fatalf("the failure log does not name the database:\n%s", m.log)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	want := shell(t, m.path(rel), ".dump")
+	m.waitShipped()
+	if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+		t.Fatalf("after recovery the restore differs:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestGarbageWAL writes garbage into a -wal: no transaction appears and
+// SQLite reads the database as before.
+func TestGarbageWAL(t *testing.T) {
+	m := newMount(t)
+	rel := "g.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES('a');")
+	m.waitShipped()
+	before := m.latestTXID(rel)
+	garbage := make([]byte, 3*4096+57)
+	for i := range garbage {
+		garbage[i] = byte(i*7 + 3)
+	}
+	// A valid-looking WAL magic followed by nonsense, then pure noise.
+	copy(garbage, []byte{0x37, 0x7f, 0x06, 0x82, 0, 0x2d, 0xe2, 0x18, 0, 0, 0x10, 0})
+	if err := os.WriteFile(m.path(rel+"-wal"), garbage, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(m.path(rel+"-wal"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(garbage[100:], 32); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	m.waitShipped()
+	if after := m.latestTXID(rel); after != before {
+		t.Fatalf("garbage in the WAL produced transactions: %d -> %d", before, after)
+	}
+	if got := shell(t, m.path(rel), "SELECT group_concat(x) FROM t;"); got != "a\n" {
+		t.Fatalf("SQLite reads %q after garbage in the WAL", got)
+	}
+	shell(t, m.path(rel), "INSERT INTO t VALUES('b');")
+	want := shell(t, m.path(rel), ".dump")
+	m.waitShipped()
+	if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+		t.Fatalf("restore differs after garbage WAL:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestUncapturableJournalModesWarn checks that journal_mode OFF and MEMORY
+// are warned about by database name, and that the state is captured when the
+// last connection closes.
+func TestUncapturableJournalModesWarn(t *testing.T) {
+	m := newMount(t)
+	for _, mode := range []string{"OFF", "MEMORY"} {
+		rel := "modes/" + strings.ToLower(mode) + ".db"
+		shell(t, m.path(rel), "CREATE TABLE t(x); PRAGMA journal_mode="+mode+"; INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);")
+		want := shell(t, m.path(rel), ".dump")
+		m.waitShipped()
+		if !strings.Contains(m.log.String(), "database "+rel+" is written without a rollback journal or WAL") {
+			t.Fatalf("no warning naming %s:\n%s", rel, m.log)
+		}
+		if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+			t.Fatalf("%s: state at close not captured:\n%s\nwant\n%s", rel, got, want)
+		}
+	}
+}
