@@ -1,0 +1,42 @@
+# walsync: the two commands a new user needs are `make run` and `make test`.
+GO       ?= go
+BIN      := bin/walsync
+DEMO     ?= /tmp/walsync
+# Packages whose code runs concurrently: tested with the race detector.
+RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./fusefs/...
+
+.PHONY: build run demo test lint unit integration bench fuzz clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/walsync
+
+# The main job on an embedded default: mount $(DEMO)/mnt in the foreground,
+# databases in $(DEMO)/data, replica in file://$(DEMO)/replica. Ctrl-C to stop.
+run: build
+	mkdir -p $(DEMO)/mnt
+	$(BIN) mount $(DEMO)/mnt --data $(DEMO)/data --replica file://$(DEMO)/replica
+
+# A scripted round trip: mount, write with the sqlite3 shell, stop, restore, compare.
+demo: build
+	./scripts/demo.sh $(BIN)
+
+test: lint unit integration
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 $(RACE_PKGS)
+
+integration:
+	$(GO) test -count=1 -timeout 20m ./integration/...
+
+bench: build
+	$(GO) run ./bench --walsync $(BIN) --out bench.json
+
+fuzz:
+	$(GO) test ./capture/ -run '^$$' -fuzz FuzzCapture -fuzztime 60s
+
+clean:
+	rm -rf bin bench.json
