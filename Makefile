@@ -30,7 +30,7 @@ unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
 integration:
-	$(GO) test -count=1 -timeout 20m ./integration/...
+	WALSYNC_TEST_RACE=1 $(GO) test -count=1 -timeout 20m ./integration/...
 
 bench: build
 	$(GO) run ./bench --walsync $(BIN) --out bench.json

@@ -45,7 +45,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	walsyncBin = filepath.Join(dir, "walsync")
-	build := exec.Command("go", "build", "-o", walsyncBin, "../cmd/walsync")
+	args := []string{"build", "-o", walsyncBin}
+	if os.Getenv("WALSYNC_TEST_RACE") != "" {
+		// The mount and the shipper run concurrently: run them under the
+		// race detector; a race makes walsync exit non-zero, failing stop().
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/walsync")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build walsync:", err)
@@ -153,6 +159,9 @@ func (m *mount) stop() {
 	case err := <-m.done:
 		if err != nil {
 			m.t.Errorf("walsync exited with %v\n%s", err, m.log)
+		}
+		if strings.Contains(m.log.String(), "DATA RACE") {
+			m.t.Errorf("data race in walsync:\n%s", m.log)
 		}
 	case <-time.After(60 * time.Second):
 		_ = m.cmd.Process.Kill()
