@@ -173,9 +173,15 @@ func (d *database) capture(header []byte) (*capture.DB, error) {
 	case size >= 16:
 		if _, err := d.files.ReadAt(capture.DBFile, hb[:], 0); err != nil || !capture.IsDatabaseHeader(hb[:]) {
 			d.notDB = true
+			d.files.closeAll()
 			return nil, nil
 		}
 	case header != nil && capture.IsDatabaseHeader(header):
+	case header != nil:
+		// The first write to an empty file is not a SQLite page 1.
+		d.notDB = true
+		d.files.closeAll()
+		return nil, nil
 	default:
 		return nil, nil // empty: not decided yet
 	}
@@ -198,6 +204,7 @@ func (d *database) capture(header []byte) (*capture.DB, error) {
 	})
 	if errors.Is(err, capture.ErrNotDatabase) {
 		d.notDB = true
+		d.files.closeAll()
 		return nil, nil
 	} else if err != nil {
 		d.w.log.Error("cannot start capturing database", "db", d.name, "err", err)

@@ -76,10 +76,15 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		return err
 	}
 	core := h.core()
-	if core == nil && h.role == roleDB && off == 0 {
-		// A new file's first page 1 decides whether it is a database.
+	if core == nil && h.role == roleDB {
+		// The first write to an empty file decides whether it is a
+		// database: SQLite's is always page 1, at offset 0.
+		header := data
+		if off != 0 || len(header) == 0 {
+			header = []byte{0}
+		}
 		var err error
-		if core, err = h.db.capture(data); err != nil {
+		if core, err = h.db.capture(header); err != nil {
 			return 0, syscall.EIO
 		}
 	}
