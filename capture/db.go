@@ -123,6 +123,9 @@ type DB struct {
 	warnedMode  bool
 
 	buf []byte
+
+	lastFrameOff int64 // offset of the frame whose header is in lastFrameHdr
+	lastFrameHdr [walFrameHeaderSize]byte
 }
 
 type walState struct {
@@ -142,7 +145,7 @@ func Open(cfg Config) (*DB, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	d := &DB{cfg: cfg, files: cfg.Files, pos: cfg.Pos, dirty: map[uint32]struct{}{}}
+	d := &DB{cfg: cfg, files: cfg.Files, pos: cfg.Pos, dirty: map[uint32]struct{}{}, lastFrameOff: -1}
 	d.needFull = d.pos.TXID == 0
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -172,12 +175,13 @@ func (d *DB) Checksum() ltx.Checksum {
 
 // WriteWAL performs apply (a write of n bytes at off to the -wal) and captures
 // any transaction it commits.
-func (d *DB) WriteWAL(off, n int64, apply func() error) error {
+func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := apply(); err != nil {
 		return err
 	}
+	n := int64(len(data))
 	if off < walHeaderSize {
 		d.readWALHeader()
 	}
@@ -191,15 +195,25 @@ func (d *DB) WriteWAL(off, n int64, apply func() error) error {
 	if fstart < d.wal.end {
 		return nil
 	}
-	var hb [walFrameHeaderSize]byte
-	if _, err := d.files.ReadAt(WALFile, hb[:], fstart); err != nil {
-		return nil
+	// SQLite writes a frame's header, then its page data: keep the header
+	// of the last written frame so the data write needs no read.
+	switch {
+	case off == fstart && n >= walFrameHeaderSize:
+		copy(d.lastFrameHdr[:], data)
+		d.lastFrameOff = fstart
+	case off >= fstart+walFrameHeaderSize && d.lastFrameOff == fstart:
+		// Page data of the frame whose header was written last.
+	default:
+		if _, err := d.files.ReadAt(WALFile, d.lastFrameHdr[:], fstart); err != nil {
+			return nil
+		}
+		d.lastFrameOff = fstart
 	}
-	f := parseWALFrame(hb[:])
+	f := parseWALFrame(d.lastFrameHdr[:])
 	if f.commit == 0 || f.salt1 != d.wal.hdr.salt1 || f.salt2 != d.wal.hdr.salt2 {
 		return nil
 	}
-	return d.scanWAL(false)
+	return d.scanWAL(false, fstart+fsz)
 }
 
 // TruncateWAL performs apply (a truncation of the -wal to size).
@@ -212,6 +226,7 @@ func (d *DB) TruncateWAL(size int64, apply func() error) error {
 	if size < d.wal.end {
 		// SQLite truncates the WAL only after a complete checkpoint.
 		d.wal = walState{}
+		d.lastFrameOff = -1
 	}
 	return nil
 }
@@ -224,6 +239,7 @@ func (d *DB) RemoveWAL(apply func() error) error {
 		return err
 	}
 	d.wal = walState{}
+	d.lastFrameOff = -1
 	return nil
 }
 
@@ -388,6 +404,7 @@ func (d *DB) readWALHeader() {
 		return
 	}
 	d.wal = walState{valid: true, hdr: h, end: walHeaderSize, cksum: h.cksum}
+	d.lastFrameOff = -1
 }
 
 type walPage struct {
@@ -395,9 +412,10 @@ type walPage struct {
 	sum ltx.Checksum
 }
 
-// scanWAL validates frames after the last committed one and captures every
-// transaction they commit. In recovery it only rebuilds the WAL index.
-func (d *DB) scanWAL(recovery bool) error {
+// scanWAL validates frames after the last committed one, up to end (or the
+// end of the file when end is 0), and captures every transaction they
+// commit. In recovery it only rebuilds the WAL index.
+func (d *DB) scanWAL(recovery bool, end int64) error {
 	ps := int64(d.wal.hdr.pageSize)
 	fsz := ps + walFrameHeaderSize
 	if int64(cap(d.buf)) < fsz {
@@ -406,7 +424,7 @@ func (d *DB) scanWAL(recovery bool) error {
 	buf := d.buf[:fsz]
 	off, cksum := d.wal.end, d.wal.cksum
 	var pending map[uint32]walPage
-	for {
+	for end == 0 || off < end {
 		if n, _ := d.files.ReadAt(WALFile, buf, off); int64(n) < fsz {
 			return nil
 		}
@@ -440,6 +458,7 @@ func (d *DB) scanWAL(recovery bool) error {
 		d.wal.end, d.wal.cksum = off, cksum
 		pending = nil
 	}
+	return nil
 }
 
 func (d *DB) applyWALIndex(pending map[uint32]walPage, commit uint32) {
@@ -611,7 +630,7 @@ func (d *DB) establish() error {
 		if d.pageSize == 0 {
 			d.pageSize = d.wal.hdr.pageSize
 		}
-		if err := d.scanWAL(true); err != nil {
+		if err := d.scanWAL(true, 0); err != nil {
 			return err
 		}
 	}

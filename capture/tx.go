@@ -48,6 +48,21 @@ func (tx *Tx) Pgnos() []uint32 {
 	return a
 }
 
+// ForEachPage calls fn with each page the transaction carries, in page
+// number order. data is only valid during the call.
+func (tx *Tx) ForEachPage(fn func(pgno uint32, data []byte) error) error {
+	buf := make([]byte, tx.PageSize)
+	for _, p := range tx.pages {
+		if err := readFull(tx.files, p.kind, buf, p.off); err != nil {
+			return fmt.Errorf("read page %d: %w", p.pgno, err)
+		}
+		if err := fn(p.pgno, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WriteLTX encodes the transaction as one LTX file.
 func (tx *Tx) WriteLTX(w io.Writer) error {
 	enc, err := ltx.NewEncoder(w)
@@ -69,14 +84,13 @@ func (tx *Tx) WriteLTX(w io.Writer) error {
 	if err := enc.EncodeHeader(hdr); err != nil {
 		return fmt.Errorf("encode ltx header: %w", err)
 	}
-	buf := make([]byte, tx.PageSize)
-	for _, p := range tx.pages {
-		if err := readFull(tx.files, p.kind, buf, p.off); err != nil {
-			return fmt.Errorf("read page %d: %w", p.pgno, err)
+	if err := tx.ForEachPage(func(pgno uint32, data []byte) error {
+		if err := enc.EncodePage(ltx.PageHeader{Pgno: pgno}, data); err != nil {
+			return fmt.Errorf("encode page %d: %w", pgno, err)
 		}
-		if err := enc.EncodePage(ltx.PageHeader{Pgno: p.pgno}, buf); err != nil {
-			return fmt.Errorf("encode page %d: %w", p.pgno, err)
-		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	enc.SetPostApplyChecksum(tx.PostChecksum)
 	if err := enc.Close(); err != nil {

@@ -115,6 +115,7 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 			AllowOther:    os.Geteuid() == 0,
 			MaxWrite:      1 << 20,
 			DisableXAttrs: true,
+			Debug:         os.Getenv("WALSYNC_FUSE_DEBUG") != "",
 		},
 		EntryTimeout:    &sec,
 		AttrTimeout:     &sec,

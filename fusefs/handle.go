@@ -95,7 +95,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	case h.role == roleDB:
 		err = core.WriteDB(off, int64(len(data)), apply)
 	case h.role == roleWAL:
-		err = core.WriteWAL(off, int64(len(data)), apply)
+		err = core.WriteWAL(off, data, apply)
 	case h.role == roleJournal:
 		err = core.WriteJournal(off, data, apply)
 	default:

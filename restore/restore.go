@@ -166,22 +166,57 @@ func (a *applier) applyFile(ctx context.Context, c storage.Client, fi *ltx.FileI
 	if err != nil {
 		return fmt.Errorf("read %s: %w", objectName(a.db, fi), err)
 	}
-	recs, _, err := storage.ReadTxLog(bytes.NewReader(data), int64(len(data)), true)
+	ra := bytes.NewReader(data)
+	recs, _, err := storage.ReadTxLog(ra, int64(len(data)), true)
 	if err != nil {
 		return fmt.Errorf("%s: %w", objectName(a.db, fi), err)
 	}
 	for _, r := range recs {
-		if r.Header.MaxTXID <= *pos {
+		if r.TXID <= *pos {
 			continue
 		}
-		if r.Header.MinTXID > target {
+		if r.TXID > target {
 			break
 		}
-		if err := a.apply(bytes.NewReader(data[r.Offset:r.Offset+r.Size]), *pos); err != nil {
-			return fmt.Errorf("%s transaction %d: %w", objectName(a.db, fi), r.Header.MaxTXID, err)
+		if err := a.applyRecord(ra, r, *pos); err != nil {
+			return fmt.Errorf("%s transaction %d: %w", objectName(a.db, fi), r.TXID, err)
 		}
-		*pos = r.Header.MaxTXID
+		*pos = r.TXID
 	}
+	return nil
+}
+
+// applyRecord applies one transaction of a transaction log.
+func (a *applier) applyRecord(ra io.ReaderAt, r storage.TxRecord, pos ltx.TXID) error {
+	if r.TXID != pos+1 {
+		return fmt.Errorf("is TXID %d, expected %d", r.TXID, pos+1)
+	}
+	if r.TXID > 1 && r.Pre != a.checksum {
+		return fmt.Errorf("pre-apply checksum %s does not match the database so far (%s): the chain is broken", r.Pre, a.checksum)
+	}
+	if a.pageSize != 0 && r.PageSize != a.pageSize {
+		if err := a.f.Truncate(0); err != nil {
+			return err
+		}
+	}
+	a.pageSize = r.PageSize
+	buf := make([]byte, r.PageSize)
+	for i := 0; i < int(r.PageCount); i++ {
+		pgno, off, err := r.PageOffset(ra, i)
+		if err != nil {
+			return err
+		}
+		if _, err := ra.ReadAt(buf, off); err != nil {
+			return err
+		}
+		if _, err := a.f.WriteAt(buf, int64(pgno-1)*int64(r.PageSize)); err != nil {
+			return err
+		}
+	}
+	if err := a.f.Truncate(int64(r.Commit) * int64(r.PageSize)); err != nil {
+		return err
+	}
+	a.commit, a.checksum = r.Commit, r.Post
 	return nil
 }
 

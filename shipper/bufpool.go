@@ -6,22 +6,17 @@ import (
 	"sync"
 )
 
+// Staging a transaction or building an LTX file borrows a 64 KiB buffer
+// instead of allocating one: the commit path stays allocation-light.
 var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
 
-// pooledWriter is a bufio.Writer returned to a pool on Flush, so staging a
-// small transaction allocates no 64 KiB buffer.
-type pooledWriter struct{ *bufio.Writer }
-
-func newBufWriter(w io.Writer) *pooledWriter {
+func getBufWriter(w io.Writer) *bufio.Writer {
 	bw := bufPool.Get().(*bufio.Writer)
 	bw.Reset(w)
-	return &pooledWriter{bw}
+	return bw
 }
 
-func (p *pooledWriter) Flush() error {
-	err := p.Writer.Flush()
-	p.Writer.Reset(nil)
-	bufPool.Put(p.Writer)
-	p.Writer = nil
-	return err
+func putBufWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	bufPool.Put(bw)
 }

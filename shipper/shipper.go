@@ -23,7 +23,7 @@
 package shipper
 
 import (
-	"bytes"
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"errors"
@@ -319,20 +319,16 @@ func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
 	shipped := st.shipped.TXID
 	st.mu.Unlock()
 	// A crash between upload and bookkeeping leaves already shipped records.
-	for len(recs) > 0 && recs[0].Header.MaxTXID <= shipped {
+	for len(recs) > 0 && recs[0].TXID <= shipped {
 		recs = recs[1:]
 	}
-	// LTX files of one batch share a page size; VACUUM can change it.
+	// The records of one LTX file share a page size; VACUUM can change it.
 	for len(recs) > 0 {
 		n := 1
-		for n < len(recs) && recs[n].Header.PageSize == recs[0].Header.PageSize {
+		for n < len(recs) && recs[n].PageSize == recs[0].PageSize {
 			n++
 		}
-		if err := s.upload(ctx, st.db, f, recs[:n]); err != nil {
-			return err
-		}
-		last := recs[n-1]
-		if err := st.markShipped(capture.Pos{TXID: last.Header.MaxTXID, Checksum: last.Trailer.PostApplyChecksum, PageSize: last.Header.PageSize, Commit: last.Header.Commit}); err != nil {
+		if err := s.upload(ctx, st, f, recs[:n]); err != nil {
 			return err
 		}
 		recs = recs[n:]
@@ -341,49 +337,115 @@ func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
 }
 
 // upload writes one batch of contiguous transactions to the replica.
-func (s *Shipper) upload(ctx context.Context, db string, f *os.File, recs []storage.TxLogRecord) error {
+func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []storage.TxRecord) error {
+	db := st.db
 	first, last := recs[0], recs[len(recs)-1]
-	min, max := first.Header.MinTXID, last.Header.MaxTXID
-	ts := time.UnixMilli(last.Header.Timestamp)
-	section := func(r storage.TxLogRecord) *io.SectionReader { return io.NewSectionReader(f, r.Offset, r.Size) }
+	min, max := first.TXID, last.TXID
+	ts := time.UnixMilli(last.Timestamp)
 
-	if first.Header.MinTXID == 1 {
+	if first.TXID == 1 {
 		if err := s.checkNoForeignHistory(ctx, db, first); err != nil {
 			return err
 		}
-		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.SnapshotLevel, 1, first.Header.MaxTXID, section(first), time.UnixMilli(first.Header.Timestamp)); err != nil {
+		snap, err := st.buildLTX(f, recs[:1])
+		if err != nil {
+			return err
+		}
+		defer snap.Close()
+		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.SnapshotLevel, 1, 1, snap, time.UnixMilli(first.Timestamp)); err != nil {
 			return fmt.Errorf("upload snapshot of %s: %w", db, err)
 		}
 	}
-	if len(recs) == 1 {
-		if err := s.opts.Client.WriteLTXFile(ctx, db, 0, min, max, section(first), ts); err != nil {
-			return fmt.Errorf("upload %s level 0 %s: %w", db, ltx.FormatFilename(min, max), err)
+	if len(recs) > 1 {
+		// The per-transaction log first, so a level-0 file on the replica
+		// always has its transactions beside it.
+		txlog := io.NewSectionReader(f, first.Offset, last.End()-first.Offset)
+		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.TxLogLevel, min, max, txlog, ts); err != nil {
+			return fmt.Errorf("upload %s transaction log %s: %w", db, ltx.FormatFilename(min, max), err)
 		}
-		return nil
 	}
-	// The per-transaction log first, so a level-0 file on the replica always
-	// has its transactions beside it.
-	start := first.Offset - storage.TxLogRecordHead
-	txlog := io.NewSectionReader(f, start, last.Offset+last.Size-start)
-	if err := s.opts.Client.WriteLTXFile(ctx, db, storage.TxLogLevel, min, max, txlog, ts); err != nil {
-		return fmt.Errorf("upload %s transaction log %s: %w", db, ltx.FormatFilename(min, max), err)
-	}
-	rdrs := make([]io.Reader, len(recs))
-	for i, r := range recs {
-		rdrs[i] = section(r)
-	}
-	var buf bytes.Buffer
-	c, err := ltx.NewCompactor(&buf, rdrs)
+	l0, err := st.buildLTX(f, recs)
 	if err != nil {
 		return err
 	}
-	if err := c.Compact(ctx); err != nil {
-		return fmt.Errorf("compact batch %s of %s: %w", ltx.FormatFilename(min, max), db, err)
-	}
-	if err := s.opts.Client.WriteLTXFile(ctx, db, 0, min, max, bytes.NewReader(buf.Bytes()), ts); err != nil {
+	defer l0.Close()
+	if err := s.opts.Client.WriteLTXFile(ctx, db, 0, min, max, l0, ts); err != nil {
 		return fmt.Errorf("upload %s level 0 %s: %w", db, ltx.FormatFilename(min, max), err)
 	}
-	return nil
+	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
+}
+
+// buildLTX encodes consecutive staged transactions as one LTX file holding
+// the last version of every page, in a temporary file that is removed on Close.
+func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord) (*tempFile, error) {
+	first, last := recs[0], recs[len(recs)-1]
+	latest := map[uint32]int64{} // pgno -> offset of its data
+	for _, r := range recs {
+		for i := 0; i < int(r.PageCount); i++ {
+			pgno, off, err := r.PageOffset(f, i)
+			if err != nil {
+				return nil, err
+			}
+			latest[pgno] = off
+		}
+	}
+	pgnos := make([]uint32, 0, len(latest))
+	for pgno := range latest {
+		if pgno <= last.Commit {
+			pgnos = append(pgnos, pgno)
+		}
+	}
+	sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
+
+	tmp, err := os.CreateTemp(st.dir, ".ltx-*")
+	if err != nil {
+		return nil, err
+	}
+	out := &tempFile{File: tmp}
+	bw := getBufWriter(tmp)
+	defer putBufWriter(bw)
+	enc, err := ltx.NewEncoder(bw)
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
+	hdr := ltx.Header{
+		Version: ltx.Version, PageSize: first.PageSize, Commit: last.Commit,
+		MinTXID: first.TXID, MaxTXID: last.TXID, Timestamp: last.Timestamp, PreApplyChecksum: first.Pre,
+	}
+	if first.TXID == 1 {
+		hdr.PreApplyChecksum = 0
+	}
+	err = enc.EncodeHeader(hdr)
+	buf := make([]byte, first.PageSize)
+	for _, pgno := range pgnos {
+		if err != nil {
+			break
+		}
+		if _, err = f.ReadAt(buf, latest[pgno]); err == nil {
+			err = enc.EncodePage(ltx.PageHeader{Pgno: pgno}, buf)
+		}
+	}
+	if err == nil {
+		enc.SetPostApplyChecksum(last.Post)
+		err = enc.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		out.Close()
+		return nil, fmt.Errorf("build LTX %s of %s: %w", ltx.FormatFilename(first.TXID, last.TXID), st.db, err)
+	}
+	return out, nil
+}
+
+// tempFile is removed when closed.
+type tempFile struct{ *os.File }
+
+func (t *tempFile) Close() error {
+	t.File.Close()
+	return os.Remove(t.Name())
 }
 
 // stage is the on-disk staging of one database.
@@ -465,7 +527,7 @@ func lastPos(path string, repair bool) (capture.Pos, bool, error) {
 		return capture.Pos{}, false, nil
 	}
 	r := recs[len(recs)-1]
-	return capture.Pos{TXID: r.Header.MaxTXID, Checksum: r.Trailer.PostApplyChecksum, PageSize: r.Header.PageSize, Commit: r.Header.Commit}, true, nil
+	return capture.Pos{TXID: r.TXID, Checksum: r.Post, PageSize: r.PageSize, Commit: r.Commit}, true, nil
 }
 
 func (st *stage) hasWork() bool {
@@ -500,18 +562,23 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		st.pending, st.size = f, fi.Size()
 	}
 	first = st.size == 0
-	w := &countingWriter{w: io.NewOffsetWriter(st.pending, st.size+storage.TxLogRecordHead)}
-	bw := newBufWriter(w)
-	if err := tx.WriteLTX(bw); err != nil {
-		return false, err
+	rec := storage.TxRecord{
+		TXID: tx.TXID, PageSize: tx.PageSize, Commit: tx.Commit, PageCount: uint32(tx.PageCount()),
+		Pre: tx.PreChecksum, Post: tx.PostChecksum, Timestamp: tx.Timestamp.UnixMilli(),
 	}
-	if err := bw.Flush(); err != nil {
-		return false, err
+	bw := getBufWriter(io.NewOffsetWriter(st.pending, st.size))
+	defer putBufWriter(bw)
+	rw, err := storage.NewTxRecordWriter(bw, rec)
+	if err == nil {
+		err = tx.ForEachPage(rw.WritePage)
 	}
-	if _, err := st.pending.WriteAt(storage.TxLogRecordHeader(w.n), st.size); err != nil {
-		return false, err
+	if err == nil {
+		err = rw.Close()
 	}
-	st.size += storage.TxLogRecordHead + w.n
+	if err != nil {
+		return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
+	}
+	st.size += rec.Size()
 	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
 	st.known = true
 	return first, nil
@@ -544,16 +611,13 @@ func (st *stage) seal() error {
 	if err != nil {
 		return err
 	}
-	var h [storage.TxLogRecordHead + ltx.HeaderSize]byte
+	var h [storage.TxRecordHeadSize]byte
 	_, err = f.ReadAt(h[:], 0)
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("read staged log %s: %w", path, err)
 	}
-	var hdr ltx.Header
-	if err := hdr.UnmarshalBinary(h[storage.TxLogRecordHead:]); err != nil {
-		return fmt.Errorf("read staged log %s: %w", path, err)
-	}
+	first := ltx.TXID(binary.BigEndian.Uint64(h[16:24]))
 	if st.pending != nil {
 		if err := st.pending.Sync(); err != nil {
 			return err
@@ -561,7 +625,7 @@ func (st *stage) seal() error {
 		st.pending.Close()
 		st.pending, st.size = nil, 0
 	}
-	return os.Rename(path, filepath.Join(st.dir, fmt.Sprintf("batch-%s.log", hdr.MinTXID)))
+	return os.Rename(path, filepath.Join(st.dir, fmt.Sprintf("batch-%s.log", first)))
 }
 
 func (st *stage) sealedBatches() ([]string, error) {
@@ -612,22 +676,13 @@ func (st *stage) close() {
 	}
 }
 
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
 
 // checkNoForeignHistory refuses to start a database at TXID 1 on a replica
 // that already holds another history for it (walsync could not read the
 // replica when it first saw the database). Its own earlier upload of the same
 // snapshot, interrupted by a crash, is recognised by its checksum.
-func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, snap storage.TxLogRecord) error {
+func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, snap storage.TxRecord) error {
 	fi, err := storage.Latest(ctx, s.opts.Client, db)
 	if err != nil || fi == nil {
 		return err
@@ -637,8 +692,8 @@ func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, snap sto
 		return err
 	}
 	for _, info := range infos {
-		if info.MinTXID == 1 && info.MaxTXID == snap.Header.MaxTXID {
-			if _, trl, err := storage.ReadHeader(ctx, s.opts.Client, db, info); err == nil && trl.PostApplyChecksum == snap.Trailer.PostApplyChecksum {
+		if info.MinTXID == 1 && info.MaxTXID == snap.TXID {
+			if _, trl, err := storage.ReadHeader(ctx, s.opts.Client, db, info); err == nil && trl.PostApplyChecksum == snap.Post {
 				return nil
 			}
 		}

@@ -138,3 +138,6 @@ func ReadHeader(ctx context.Context, c Client, db string, fi *ltx.FileInfo) (ltx
 	}
 	return dec.Header(), dec.Trailer(), nil
 }
+
+// ErrCorrupt reports an object whose content fails verification.
+var ErrCorrupt = errors.New("corrupt object")

@@ -1,77 +1,178 @@
 package storage
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc64"
 	"io"
 
 	"github.com/superfly/ltx"
 )
 
-// A transaction log is a sequence of records, each one complete LTX file
-// holding one transaction:
+// A transaction log is a sequence of records, one per transaction, each
+// holding the pages the transaction wrote, uncompressed:
 //
-//	"WTX1" | length (8 bytes, big-endian) | LTX file
+//	head  (48 bytes, big-endian)  "WTX2" | page size u32 | commit u32 | page count u32 |
+//	                              TXID u64 | pre-apply checksum u64 | post-apply checksum u64 |
+//	                              timestamp (ms since epoch) i64
+//	pages                         page count × (page number u32 | page data)
+//	tail  (8 bytes)               CRC-64/ISO of head and pages
 //
-// The same format is used for walsync's local staging logs and for the
-// TxLogLevel objects of a replica.
+// Local staging appends one record per captured transaction before SQLite's
+// commit returns (raw pages: no compression on the commit path); a replica's
+// TxLogLevel object is a batch of consecutive records, byte for byte as
+// staged.
 const (
-	txLogMagic      = "WTX1"
-	TxLogRecordHead = 12
+	txLogMagic = "WTX2"
+	// TxRecordHeadSize is the size of a record's head.
+	TxRecordHeadSize = 48
+	txRecordTailSize = 8
 )
 
-// TxLogRecord locates one LTX file inside a transaction log.
-type TxLogRecord struct {
-	Offset  int64 // of the LTX file
-	Size    int64
-	Header  ltx.Header
-	Trailer ltx.Trailer
+var crcTable = crc64.MakeTable(crc64.ISO)
+
+// TxRecord describes one record of a transaction log.
+type TxRecord struct {
+	Offset    int64 // of the record's head
+	TXID      ltx.TXID
+	PageSize  uint32
+	Commit    uint32
+	PageCount uint32
+	Pre, Post ltx.Checksum
+	Timestamp int64 // ms since the Unix epoch
 }
 
-// Pos is the position after the record.
-func (r TxLogRecord) Pos() ltx.Pos { return ltx.NewPos(r.Header.MaxTXID, r.Trailer.PostApplyChecksum) }
+// Size is the record's size in bytes.
+func (r TxRecord) Size() int64 {
+	return TxRecordHeadSize + int64(r.PageCount)*(4+int64(r.PageSize)) + txRecordTailSize
+}
 
-// TxLogRecordHeader returns the head of a record holding an LTX file of n bytes.
-func TxLogRecordHeader(n int64) []byte {
-	b := make([]byte, TxLogRecordHead)
-	copy(b, txLogMagic)
-	binary.BigEndian.PutUint64(b[4:], uint64(n))
-	return b
+// End is the offset just past the record.
+func (r TxRecord) End() int64 { return r.Offset + r.Size() }
+
+// TxRecordWriter writes one record.
+type TxRecordWriter struct {
+	w    *bufio.Writer
+	crc  hash.Hash64
+	left uint32
+	rec  TxRecord
+}
+
+// NewTxRecordWriter starts a record on w; the caller writes exactly
+// rec.PageCount pages with WritePage, then calls Close (which flushes w).
+func NewTxRecordWriter(w *bufio.Writer, rec TxRecord) (*TxRecordWriter, error) {
+	tw := &TxRecordWriter{w: w, crc: crc64.New(crcTable), left: rec.PageCount, rec: rec}
+	var h [TxRecordHeadSize]byte
+	copy(h[:], txLogMagic)
+	binary.BigEndian.PutUint32(h[4:], rec.PageSize)
+	binary.BigEndian.PutUint32(h[8:], rec.Commit)
+	binary.BigEndian.PutUint32(h[12:], rec.PageCount)
+	binary.BigEndian.PutUint64(h[16:], uint64(rec.TXID))
+	binary.BigEndian.PutUint64(h[24:], uint64(rec.Pre))
+	binary.BigEndian.PutUint64(h[32:], uint64(rec.Post))
+	binary.BigEndian.PutUint64(h[40:], uint64(rec.Timestamp))
+	return tw, tw.write(h[:])
+}
+
+func (tw *TxRecordWriter) write(b []byte) error {
+	tw.crc.Write(b)
+	_, err := tw.w.Write(b)
+	return err
+}
+
+// WritePage appends one page.
+func (tw *TxRecordWriter) WritePage(pgno uint32, data []byte) error {
+	if tw.left == 0 || uint32(len(data)) != tw.rec.PageSize {
+		return fmt.Errorf("transaction log record: unexpected page %d", pgno)
+	}
+	tw.left--
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], pgno)
+	if err := tw.write(b[:]); err != nil {
+		return err
+	}
+	return tw.write(data)
+}
+
+// Close writes the tail and flushes.
+func (tw *TxRecordWriter) Close() error {
+	if tw.left != 0 {
+		return fmt.Errorf("transaction log record: %d pages missing", tw.left)
+	}
+	var b [txRecordTailSize]byte
+	binary.BigEndian.PutUint64(b[:], tw.crc.Sum64())
+	if _, err := tw.w.Write(b[:]); err != nil {
+		return err
+	}
+	return tw.w.Flush()
 }
 
 // ReadTxLog reads and verifies the records of a log of the given size. It
 // returns the valid records and the offset just past the last one; a torn or
-// corrupt tail is reported by err only when strict is true.
-func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxLogRecord, end int64, err error) {
+// corrupt tail is an error only when strict is true.
+func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int64, err error) {
 	for end < size {
-		var h [TxLogRecordHead]byte
-		if _, err := r.ReadAt(h[:], end); err != nil {
-			return recs, end, tailErr(strict, fmt.Errorf("record at offset %d: %w", end, err))
+		rec, err := readTxRecord(r, end, size)
+		if err != nil {
+			if strict {
+				return recs, end, errors.Join(ErrCorrupt, fmt.Errorf("transaction record at offset %d: %w", end, err))
+			}
+			return recs, end, nil
 		}
-		if string(h[:4]) != txLogMagic {
-			return recs, end, tailErr(strict, fmt.Errorf("record at offset %d: bad magic", end))
-		}
-		n := int64(binary.BigEndian.Uint64(h[4:]))
-		if n <= 0 || end+TxLogRecordHead+n > size {
-			return recs, end, tailErr(strict, fmt.Errorf("record at offset %d: truncated", end))
-		}
-		dec := ltx.NewDecoder(io.NewSectionReader(r, end+TxLogRecordHead, n))
-		if err := dec.Verify(); err != nil {
-			return recs, end, tailErr(strict, fmt.Errorf("record at offset %d: %w", end, err))
-		}
-		recs = append(recs, TxLogRecord{Offset: end + TxLogRecordHead, Size: n, Header: dec.Header(), Trailer: dec.Trailer()})
-		end += TxLogRecordHead + n
+		recs = append(recs, rec)
+		end = rec.End()
 	}
 	return recs, end, nil
 }
 
-func tailErr(strict bool, err error) error {
-	if strict {
-		return errors.Join(ErrCorrupt, err)
+func readTxRecord(r io.ReaderAt, off, size int64) (TxRecord, error) {
+	var h [TxRecordHeadSize]byte
+	if _, err := r.ReadAt(h[:], off); err != nil {
+		return TxRecord{}, err
 	}
-	return nil
+	if string(h[:4]) != txLogMagic {
+		return TxRecord{}, errors.New("bad magic")
+	}
+	rec := TxRecord{
+		Offset:    off,
+		PageSize:  binary.BigEndian.Uint32(h[4:]),
+		Commit:    binary.BigEndian.Uint32(h[8:]),
+		PageCount: binary.BigEndian.Uint32(h[12:]),
+		TXID:      ltx.TXID(binary.BigEndian.Uint64(h[16:])),
+		Pre:       ltx.Checksum(binary.BigEndian.Uint64(h[24:])),
+		Post:      ltx.Checksum(binary.BigEndian.Uint64(h[32:])),
+		Timestamp: int64(binary.BigEndian.Uint64(h[40:])),
+	}
+	if !ltx.IsValidPageSize(rec.PageSize) || rec.TXID == 0 {
+		return TxRecord{}, errors.New("bad head")
+	}
+	if rec.End() > size {
+		return TxRecord{}, errors.New("truncated")
+	}
+	crc := crc64.New(crcTable)
+	if _, err := io.Copy(crc, io.NewSectionReader(r, off, rec.Size()-txRecordTailSize)); err != nil {
+		return TxRecord{}, err
+	}
+	var tail [txRecordTailSize]byte
+	if _, err := r.ReadAt(tail[:], rec.End()-txRecordTailSize); err != nil {
+		return TxRecord{}, err
+	}
+	if binary.BigEndian.Uint64(tail[:]) != crc.Sum64() {
+		return TxRecord{}, errors.New("checksum mismatch")
+	}
+	return rec, nil
 }
 
-// ErrCorrupt reports an object whose content fails verification.
-var ErrCorrupt = errors.New("corrupt object")
+// PageOffset returns the offset of the data of the i-th page of the record
+// and its page number.
+func (r TxRecord) PageOffset(ra io.ReaderAt, i int) (pgno uint32, dataOff int64, err error) {
+	off := r.Offset + TxRecordHeadSize + int64(i)*(4+int64(r.PageSize))
+	var b [4]byte
+	if _, err := ra.ReadAt(b[:], off); err != nil {
+		return 0, 0, err
+	}
+	return binary.BigEndian.Uint32(b[:]), off + 4, nil
+}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -19,6 +21,10 @@ import (
 )
 
 func main() {
+	if addr := os.Getenv("WALSYNC_PPROF"); addr != "" {
+		// Profiling for development: WALSYNC_PPROF=127.0.0.1:6060.
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "walsync:", err)
 		os.Exit(1)
