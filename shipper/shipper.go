@@ -23,8 +23,8 @@
 package shipper
 
 import (
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -675,8 +675,6 @@ func (st *stage) close() {
 		st.pending = nil
 	}
 }
-
-
 
 // checkNoForeignHistory refuses to start a database at TXID 1 on a replica
 // that already holds another history for it (walsync could not read the
