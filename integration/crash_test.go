@@ -134,7 +134,13 @@ func TestSignalFlushesAndUnmounts(t *testing.T) {
 
 func runWalsync(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return runWalsyncEnv(t, nil, args...)
+}
+
+func runWalsyncEnv(t *testing.T, env []string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command(walsyncBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	done := make(chan struct{})
 	var out []byte
 	var err error

@@ -85,6 +85,8 @@ type mount struct {
 	data string
 	rep  string // replica directory
 	args []string
+	env  []string // extra environment, e.g. S3 credentials
+	url  string   // replica URL; default file://<rep>
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	done chan error
@@ -124,12 +126,18 @@ func newMount(t testing.TB, extra ...string) *mount {
 	return m
 }
 
-func (m *mount) replicaURL() string { return "file://" + m.rep }
+func (m *mount) replicaURL() string {
+	if m.url != "" {
+		return m.url
+	}
+	return "file://" + m.rep
+}
 
 func (m *mount) start() {
 	m.t.Helper()
 	args := append([]string{"mount", m.mnt, "--data", m.data, "--replica", m.replicaURL(), "--sync-interval", "100ms", "--log-level", "debug"}, m.args...)
 	m.cmd = exec.Command(walsyncBin, args...)
+	m.cmd.Env = append(os.Environ(), m.env...)
 	m.log = &syncBuffer{}
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {

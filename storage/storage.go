@@ -55,8 +55,18 @@ type Client interface {
 	DeleteLTXFiles(ctx context.Context, db string, files []*ltx.FileInfo) error
 }
 
+// Options are backend settings that do not fit in a URL.
+type Options struct {
+	// Endpoint is the URL of an S3-compatible server (MinIO, R2, ...); it
+	// implies path-style addressing. Empty: AWS_ENDPOINT_URL_S3 or
+	// AWS_ENDPOINT_URL, else AWS.
+	Endpoint string
+	// Region overrides the region from the environment or shared config.
+	Region string
+}
+
 // Opener builds a Client for a parsed URL. Backends register one each.
-type Opener func(u *url.URL) (Client, error)
+type Opener func(ctx context.Context, u *url.URL, o Options) (Client, error)
 
 var openers = map[string]Opener{}
 
@@ -65,15 +75,20 @@ func Register(scheme string, o Opener) { openers[scheme] = o }
 
 // Open returns the client for a replica URL such as file:///backups.
 func Open(rawURL string) (Client, error) {
+	return OpenWith(context.Background(), rawURL, Options{})
+}
+
+// OpenWith returns the client for a replica URL with backend options.
+func OpenWith(ctx context.Context, rawURL string, o Options) (Client, error) {
 	u, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	o, ok := openers[u.Scheme]
+	op, ok := openers[u.Scheme]
 	if !ok {
 		return nil, fmt.Errorf("replica URL %q: unsupported scheme %q (supported: %s)", rawURL, u.Scheme, strings.Join(schemes(), ", "))
 	}
-	return o(u)
+	return op(ctx, u, o)
 }
 
 func schemes() []string {
@@ -95,6 +110,9 @@ func ParseURL(rawURL string) (*url.URL, error) {
 	}
 	if u.Scheme == "" {
 		return nil, fmt.Errorf("replica URL %q has no scheme: use file:///absolute/dir", rawURL)
+	}
+	if u.Scheme == "s3" && u.Host == "" {
+		return nil, fmt.Errorf("replica URL %q has no bucket: use s3://bucket/prefix", rawURL)
 	}
 	if u.Scheme == "file" {
 		if u.Host != "" && u.Host != "localhost" {

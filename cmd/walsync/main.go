@@ -18,7 +18,28 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage"
+	_ "github.com/walsync/walsync/storage/file"
+	_ "github.com/walsync/walsync/storage/s3"
 )
+
+// backendOpts holds the replica backend flags shared by every command.
+var backendOpts storage.Options
+
+// openReplica opens a replica URL and, for backends that can, checks at once
+// that it is reachable, so a wrong bucket or credentials fail at startup.
+func openReplica(ctx context.Context, rawURL string) (storage.Client, error) {
+	c, err := storage.OpenWith(ctx, rawURL, backendOpts)
+	if err != nil {
+		return nil, err
+	}
+	if ch, ok := c.(interface{ Check(context.Context) error }); ok {
+		if err := ch.Check(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
 
 func main() {
 	if addr := os.Getenv("WALSYNC_PPROF"); addr != "" {
@@ -48,6 +69,8 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&backendOpts.Endpoint, "s3-endpoint", "", "URL of an S3-compatible server (path-style addressing); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS")
+	root.PersistentFlags().StringVar(&backendOpts.Region, "s3-region", "", "S3 region; default from AWS_REGION or the shared config")
 	root.AddCommand(newMountCmd(), newRestoreCmd())
 	return root
 }

@@ -15,8 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/walsync/walsync/fusefs"
 	"github.com/walsync/walsync/shipper"
-	"github.com/walsync/walsync/storage"
-	_ "github.com/walsync/walsync/storage/file"
 )
 
 // stateDir is the directory inside --data that holds walsync's own state; it
@@ -69,7 +67,7 @@ func runMount(mountpoint, dataDir, replicaURL string, syncInterval time.Duration
 	if dataDir == mountpoint || strings.HasPrefix(dataDir, mountpoint+"/") {
 		return fmt.Errorf("--data %s must not be inside the mount point %s", dataDir, mountpoint)
 	}
-	client, err := storage.Open(replicaURL)
+	client, err := openReplica(context.Background(), replicaURL)
 	if err != nil {
 		return err
 	}

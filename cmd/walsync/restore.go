@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/walsync/walsync/restore"
-	"github.com/walsync/walsync/storage"
 )
 
 func newRestoreCmd() *cobra.Command {
@@ -34,7 +33,7 @@ transaction N. N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 				}
 				opts.TXID = v
 			}
-			client, err := storage.Open(strings.TrimSuffix(args[0], "/"))
+			client, err := openReplica(context.Background(), strings.TrimSuffix(args[0], "/"))
 			if err != nil {
 				return err
 			}

@@ -25,7 +25,9 @@ import (
 )
 
 func init() {
-	storage.Register("file", func(u *url.URL) (storage.Client, error) { return New(u.Path), nil })
+	storage.Register("file", func(_ context.Context, u *url.URL, _ storage.Options) (storage.Client, error) {
+		return New(u.Path), nil
+	})
 }
 
 // Client stores LTX files under a root directory.

@@ -1,0 +1,203 @@
+// Package s3 is the s3:// replica backend, for AWS S3 and S3-compatible
+// servers (MinIO, versitygw, Cloudflare R2, Tigris, Backblaze B2), in the
+// layout Litestream 0.5 uses for S3:
+//
+//	<prefix>/<db>/<level as %04x>/<minTXID>-<maxTXID>.ltx
+//
+// plus walsync's transaction logs at <prefix>/<db>/txlog/<minTXID>-<maxTXID>.ltx.
+//
+// Credentials and region come from the standard AWS chain (environment,
+// shared config, IMDS). An endpoint (Options.Endpoint, or AWS_ENDPOINT_URL_S3 /
+// AWS_ENDPOINT_URL) selects path-style addressing. Every upload carries an
+// SHA-256 checksum that the server verifies and the metadata
+// litestream-timestamp; downloads ask for checksum validation.
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage"
+)
+
+func init() {
+	storage.Register("s3", func(ctx context.Context, u *url.URL, o storage.Options) (storage.Client, error) {
+		return New(ctx, u.Host, strings.Trim(u.Path, "/"), o)
+	})
+}
+
+// Client stores LTX files in one bucket under a prefix.
+type Client struct {
+	api      *s3.Client
+	bucket   string
+	prefix   string
+	endpoint string
+}
+
+// New returns a client for s3://bucket/prefix.
+func New(ctx context.Context, bucket, prefix string, o storage.Options) (*Client, error) {
+	var opts []func(*config.LoadOptions) error
+	if o.Region != "" {
+		opts = append(opts, config.WithRegion(o.Region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	endpoint := o.Endpoint
+	if endpoint == "" {
+		endpoint = firstEnv("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+	}
+	api := s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if endpoint != "" {
+			so.BaseEndpoint = aws.String(endpoint)
+			so.UsePathStyle = true
+		}
+		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	return &Client{api: api, bucket: bucket, prefix: prefix, endpoint: endpoint}, nil
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// URL returns the s3:// URL of the root.
+func (c *Client) URL() string {
+	u := "s3://" + c.bucket
+	if c.prefix != "" {
+		u += "/" + c.prefix
+	}
+	return u
+}
+
+// Describe says where the bucket is, for error messages.
+func (c *Client) Describe() string {
+	if c.endpoint != "" {
+		return fmt.Sprintf("bucket %q at %s", c.bucket, c.endpoint)
+	}
+	return fmt.Sprintf("bucket %q on AWS S3", c.bucket)
+}
+
+func (c *Client) levelPrefix(db string, level int) string {
+	dir := fmt.Sprintf("%04x", level)
+	if level == storage.TxLogLevel {
+		dir = "txlog"
+	}
+	return path.Join(c.prefix, db, dir) + "/"
+}
+
+func (c *Client) key(db string, level int, min, max ltx.TXID) string {
+	return c.levelPrefix(db, level) + ltx.FormatFilename(min, max)
+}
+
+// Check verifies at startup that the bucket exists and the credentials work.
+func (c *Client) Check(ctx context.Context) error {
+	_, err := c.api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)})
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: %w (check the bucket name, the endpoint, the region and the AWS credentials)", c.Describe(), err)
+	}
+	return nil
+}
+
+// LTXFiles lists one level of a database.
+func (c *Client) LTXFiles(ctx context.Context, db string, level int) ([]*ltx.FileInfo, error) {
+	var a []*ltx.FileInfo
+	p := s3.NewListObjectsV2Paginator(c.api, &s3.ListObjectsV2Input{Bucket: aws.String(c.bucket), Prefix: aws.String(c.levelPrefix(db, level))})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list %s in %s: %w", c.levelPrefix(db, level), c.Describe(), err)
+		}
+		for _, obj := range page.Contents {
+			min, max, err := ltx.ParseFilename(path.Base(aws.ToString(obj.Key)))
+			if err != nil {
+				continue
+			}
+			a = append(a, &ltx.FileInfo{Level: level, MinTXID: min, MaxTXID: max, Size: aws.ToInt64(obj.Size), CreatedAt: aws.ToTime(obj.LastModified)})
+		}
+	}
+	sort.Slice(a, func(i, j int) bool {
+		if a[i].MinTXID != a[j].MinTXID {
+			return a[i].MinTXID < a[j].MinTXID
+		}
+		return a[i].MaxTXID < a[j].MaxTXID
+	})
+	return a, nil
+}
+
+// OpenLTXFile downloads one file, validating its checksum when the server has one.
+func (c *Client) OpenLTXFile(ctx context.Context, db string, level int, min, max ltx.TXID) (io.ReadCloser, error) {
+	key := c.key(db, level, min, max)
+	out, err := c.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		var nsk *types.NoSuchKey
+		if errors.As(err, &nsk) {
+			return nil, fmt.Errorf("s3://%s/%s: %w", c.bucket, key, storage.ErrNotFound)
+		}
+		return nil, fmt.Errorf("get s3://%s/%s: %w", c.bucket, key, err)
+	}
+	return out.Body, nil
+}
+
+// WriteLTXFile uploads one file with an SHA-256 checksum the server verifies.
+func (c *Client) WriteLTXFile(ctx context.Context, db string, level int, min, max ltx.TXID, r io.ReadSeeker, ts time.Time) error {
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	key := c.key(db, level, min, max)
+	_, err := c.api.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:            aws.String(c.bucket),
+		Key:               aws.String(key),
+		Body:              r,
+		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
+		Metadata:          map[string]string{"litestream-timestamp": ts.UTC().Format(time.RFC3339Nano)},
+	})
+	if err != nil {
+		return fmt.Errorf("put s3://%s/%s: %w", c.bucket, key, err)
+	}
+	return nil
+}
+
+// DeleteLTXFiles removes files, up to 1,000 per request.
+func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.FileInfo) error {
+	for len(files) > 0 {
+		n := min(len(files), 1000)
+		objs := make([]types.ObjectIdentifier, n)
+		for i, fi := range files[:n] {
+			objs[i] = types.ObjectIdentifier{Key: aws.String(c.key(db, fi.Level, fi.MinTXID, fi.MaxTXID))}
+		}
+		out, err := c.api.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(c.bucket), Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return fmt.Errorf("delete from %s: %w", c.Describe(), err)
+		}
+		if len(out.Errors) > 0 {
+			e := out.Errors[0]
+			return fmt.Errorf("delete s3://%s/%s: %s", c.bucket, aws.ToString(e.Key), aws.ToString(e.Message))
+		}
+		files = files[n:]
+	}
+	return nil
+}
