@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/superfly/ltx"
@@ -195,6 +196,21 @@ c.close()
 			t.Fatalf("integrity_check: %s", got)
 		}
 	}
+	// A flipped byte in the replica: restore names the file and writes nothing.
+	l0, _ := filepath.Glob(filepath.Join(m.rep, "lang", "py.db", "ltx", "0", "*.ltx"))
+	if len(l0) == 0 {
+		t.Fatal("no level-0 file")
+	}
+	flipByte(t, l0[len(l0)-1], 120)
+	bad := filepath.Join(t.TempDir(), "bad.db")
+	out, err := runWalsync(t, "restore", m.replicaURL()+"/lang/py.db", "-o", bad)
+	if err == nil || !strings.Contains(out, l0[len(l0)-1]) {
+		t.Fatalf("restore of a corrupt file: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatal("a failed restore left an output file")
+	}
+
 	// The shell database: TXID 1 journal_mode, 2 CREATE, 3 and 4 inserts, 5 update.
 	dec, hex := filepath.Join(t.TempDir(), "dec.db"), filepath.Join(t.TempDir(), "hex.db")
 	restoreCLI(t, m.replicaURL()+"/lang/shell.db", dec, "--txid", "4")

@@ -39,8 +39,41 @@ func TestS3EndToEnd(t *testing.T) {
 		}
 	}
 
+	// A flipped byte in an object: restore names the object and writes nothing.
+	objs, _ := filepath.Glob(filepath.Join(srv.Dir, "walsync-e2e", "prod", "tenant1", "app.db", "0000", "*.ltx"))
+	if len(objs) == 0 {
+		t.Fatal("no level-0 object in the bucket directory")
+	}
+	flipByte(t, objs[0], 150)
+	bad := filepath.Join(t.TempDir(), "bad.db")
+	cmdOut, err := runWalsyncEnv(t, srv.Env(), "restore", "s3://walsync-e2e/prod/"+rel, "-o", bad)
+	if err == nil || !strings.Contains(cmdOut, "s3://walsync-e2e/prod/tenant1/app.db/0000/"+filepath.Base(objs[0])) {
+		t.Fatalf("restore of a corrupt object: %v\n%s", err, cmdOut)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatal("a failed restore left an output file")
+	}
+
 	out, err := runWalsyncEnv(t, srv.Env(), "mount", t.TempDir(), "--data", t.TempDir(), "--replica", "s3://no-such-bucket/x")
 	if err == nil || !strings.Contains(out, `"no-such-bucket"`) || !strings.Contains(out, srv.Endpoint) {
 		t.Fatalf("mount with an unknown bucket: %v\n%s", err, out)
+	}
+}
+
+// flipByte inverts one byte of a file in place.
+func flipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -105,7 +105,7 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 
-	a := &applier{f: tmp, db: db}
+	a := &applier{f: tmp, db: db, c: c}
 	var pos ltx.TXID
 	for _, fi := range plan {
 		if err := a.applyFile(ctx, c, fi, &pos, target); err != nil {
@@ -134,6 +134,7 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 }
 
 type applier struct {
+	c        storage.Client
 	f        *os.File
 	db       string
 	pageSize uint32
@@ -142,34 +143,28 @@ type applier struct {
 	buf      []byte
 }
 
-func objectName(db string, fi *ltx.FileInfo) string {
-	if fi.Level == storage.TxLogLevel {
-		return fmt.Sprintf("%s txlog/%s", db, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID))
-	}
-	return fmt.Sprintf("%s level %d/%s", db, fi.Level, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID))
-}
 
 func (a *applier) applyFile(ctx context.Context, c storage.Client, fi *ltx.FileInfo, pos *ltx.TXID, target ltx.TXID) error {
 	rc, err := c.OpenLTXFile(ctx, a.db, fi.Level, fi.MinTXID, fi.MaxTXID)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", objectName(a.db, fi), err)
+		return fmt.Errorf("open %s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 	}
 	defer rc.Close()
 	if fi.Level != storage.TxLogLevel {
 		if err := a.apply(rc, *pos); err != nil {
-			return fmt.Errorf("%s: %w", objectName(a.db, fi), err)
+			return fmt.Errorf("%s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 		}
 		*pos = fi.MaxTXID
 		return nil
 	}
 	data, err := io.ReadAll(rc)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", objectName(a.db, fi), err)
+		return fmt.Errorf("read %s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 	}
 	ra := bytes.NewReader(data)
 	recs, _, err := storage.ReadTxLog(ra, int64(len(data)), true)
 	if err != nil {
-		return fmt.Errorf("%s: %w", objectName(a.db, fi), err)
+		return fmt.Errorf("%s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 	}
 	for _, r := range recs {
 		if r.TXID <= *pos {
@@ -179,7 +174,7 @@ func (a *applier) applyFile(ctx context.Context, c storage.Client, fi *ltx.FileI
 			break
 		}
 		if err := a.applyRecord(ra, r, *pos); err != nil {
-			return fmt.Errorf("%s transaction %d: %w", objectName(a.db, fi), r.TXID, err)
+			return fmt.Errorf("%s transaction %d: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), r.TXID, err)
 		}
 		*pos = r.TXID
 	}

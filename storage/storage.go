@@ -53,6 +53,8 @@ type Client interface {
 	WriteLTXFile(ctx context.Context, db string, level int, minTXID, maxTXID ltx.TXID, r io.ReadSeeker, ts time.Time) error
 	// DeleteLTXFiles removes files; missing files are not an error.
 	DeleteLTXFiles(ctx context.Context, db string, files []*ltx.FileInfo) error
+	// ObjectURL names a file for messages: its full path or key.
+	ObjectURL(db string, level int, minTXID, maxTXID ltx.TXID) string
 }
 
 // Options are backend settings that do not fit in a URL.
@@ -152,7 +154,7 @@ func ReadHeader(ctx context.Context, c Client, db string, fi *ltx.FileInfo) (ltx
 	defer rc.Close()
 	dec := ltx.NewDecoder(rc)
 	if err := dec.Verify(); err != nil {
-		return ltx.Header{}, ltx.Trailer{}, fmt.Errorf("%s level %d %s: %w", db, fi.Level, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID), err)
+		return ltx.Header{}, ltx.Trailer{}, fmt.Errorf("%s: %w", c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 	}
 	return dec.Header(), dec.Trailer(), nil
 }

@@ -137,3 +137,8 @@ func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.Fil
 	}
 	return nil
 }
+
+// ObjectURL returns the file's path as a file:// URL.
+func (c *Client) ObjectURL(db string, level int, min, max ltx.TXID) string {
+	return "file://" + c.filePath(db, level, min, max)
+}

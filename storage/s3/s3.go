@@ -201,3 +201,8 @@ func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.Fil
 	}
 	return nil
 }
+
+// ObjectURL returns the object's s3:// URL.
+func (c *Client) ObjectURL(db string, level int, min, max ltx.TXID) string {
+	return "s3://" + c.bucket + "/" + c.key(db, level, min, max)
+}
