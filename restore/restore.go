@@ -143,7 +143,6 @@ type applier struct {
 	buf      []byte
 }
 
-
 func (a *applier) applyFile(ctx context.Context, c storage.Client, fi *ltx.FileInfo, pos *ltx.TXID, target ltx.TXID) error {
 	rc, err := c.OpenLTXFile(ctx, a.db, fi.Level, fi.MinTXID, fi.MaxTXID)
 	if err != nil {
