@@ -27,6 +27,7 @@ func newMountCmd() *cobra.Command {
 		replicaURL   string
 		syncInterval time.Duration
 		concurrency  int
+		maxBackoff   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -37,19 +38,20 @@ at write time and shipped to URL, e.g. MOUNTPOINT/a/b.db to URL/a/b.db.
 Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(args[0], dataDir, replicaURL, syncInterval, concurrency)
+			return runMount(args[0], dataDir, replicaURL, shipper.Options{SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory holding the databases' files (required)")
 	cmd.Flags().StringVar(&replicaURL, "replica", "", "replica root URL, e.g. file:///var/backups/walsync (required)")
 	durationFlag(cmd, &syncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
 	cmd.Flags().IntVar(&concurrency, "upload-concurrency", 8, "uploads in flight across all databases")
+	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	_ = cmd.MarkFlagRequired("data")
 	_ = cmd.MarkFlagRequired("replica")
 	return cmd
 }
 
-func runMount(mountpoint, dataDir, replicaURL string, syncInterval time.Duration, concurrency int) error {
+func runMount(mountpoint, dataDir, replicaURL string, opts shipper.Options) error {
 	mountpoint, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -71,12 +73,8 @@ func runMount(mountpoint, dataDir, replicaURL string, syncInterval time.Duration
 	if err != nil {
 		return err
 	}
-	stager, err := shipper.New(shipper.Options{
-		Dir:          filepath.Join(dataDir, stateDir, "staging"),
-		Client:       client,
-		SyncInterval: syncInterval,
-		Concurrency:  concurrency,
-	})
+	opts.Dir, opts.Client = filepath.Join(dataDir, stateDir, "staging"), client
+	stager, err := shipper.New(opts)
 	if err != nil {
 		return fmt.Errorf("--data %s: %w", dataDir, err)
 	}
@@ -89,7 +87,7 @@ func runMount(mountpoint, dataDir, replicaURL string, syncInterval time.Duration
 		_ = stager.Close(context.Background())
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	slog.Info("mounted", "mountpoint", mountpoint, "data", dataDir, "replica", client.URL(), "sync_interval", syncInterval)
+	slog.Info("mounted", "mountpoint", mountpoint, "data", dataDir, "replica", client.URL(), "sync_interval", opts.SyncInterval)
 
 	ctx, cancel := signalContext()
 	defer cancel()
