@@ -223,3 +223,58 @@ func TestS3ManyDatabases(t *testing.T) {
 		}
 	}
 }
+
+// TestS3RestartWithPendingStaging kills walsync while its batch window holds
+// transactions, restarts it, and checks that the pending work reaches S3 once.
+func TestS3RestartWithPendingStaging(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "pending")
+	srv.SetEnv(t)
+	m := newS3Mount(t, srv, srv.Endpoint, "s3://pending/p", "--sync-interval", "1h")
+	rel := "p.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);")
+	want := shell(t, m.path(rel), ".dump")
+	if m.stagedBytes() == 0 {
+		t.Fatal("nothing staged")
+	}
+	m.kill9()
+	m.args = nil
+	m.start()
+	m.waitShipped()
+	if got := shell(t, restoreS3(t, srv, "pending/p", rel), ".dump"); got != want {
+		t.Fatalf("restore after restart differs:\n%s\nwant\n%s", got, want)
+	}
+	c, err := storage.OpenWith(context.Background(), "s3://pending/p/"+rel, storage.Options{Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l0, err := c.LTXFiles(context.Background(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next uint64 = 1
+	for _, fi := range l0 {
+		if uint64(fi.MinTXID) != next {
+			t.Fatalf("level 0 is not one contiguous, non-overlapping chain: %v", l0)
+		}
+		next = uint64(fi.MaxTXID) + 1
+	}
+	if next != 5 {
+		t.Fatalf("level 0 ends at TXID %d, want 4", next-1)
+	}
+}
+
+// TestS3UnreachableEndpoint fails at startup naming the endpoint.
+func TestS3UnreachableEndpoint(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	env := []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y", "AWS_REGION=us-east-1"}
+	out, err := runWalsyncEnv(t, env, "mount", t.TempDir(), "--data", t.TempDir(), "--replica", "s3://bucket/x", "--s3-endpoint", "http://"+addr)
+	if err == nil || !strings.Contains(out, addr) || !strings.Contains(out, `"bucket"`) {
+		t.Fatalf("unreachable endpoint: %v\n%s", err, out)
+	}
+}
