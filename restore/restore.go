@@ -36,13 +36,9 @@ type step struct {
 
 // Plan returns the files to apply, in order, to reach target (0: the latest).
 func Plan(ctx context.Context, c storage.Client, db string, target ltx.TXID) ([]*ltx.FileInfo, ltx.TXID, error) {
-	var all []*ltx.FileInfo
-	for level := 0; level <= storage.MaxLevel; level++ {
-		infos, err := c.LTXFiles(ctx, db, level)
-		if err != nil {
-			return nil, 0, err
-		}
-		all = append(all, infos...)
+	all, err := storage.AllLTXFiles(ctx, c, db)
+	if err != nil {
+		return nil, 0, err
 	}
 	txlogs, err := c.LTXFiles(ctx, db, storage.TxLogLevel)
 	if err != nil {
@@ -59,13 +55,9 @@ func Plan(ctx context.Context, c storage.Client, db string, target ltx.TXID) ([]
 	var plan []*ltx.FileInfo
 	var pos ltx.TXID
 	for pos < target {
-		// The file that starts right after pos and reaches furthest without
-		// passing the target.
 		var best *ltx.FileInfo
-		for _, fi := range all {
-			if fi.MinTXID == pos+1 && fi.MaxTXID <= target && (best == nil || fi.MaxTXID > best.MaxTXID) {
-				best = fi
-			}
+		if next := storage.Chain(all, pos, target); len(next) > 0 {
+			best = next[0]
 		}
 		if best == nil {
 			// Inside a batch: its transaction log has every transaction.

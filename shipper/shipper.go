@@ -53,6 +53,14 @@ type Options struct {
 	Concurrency  int           // uploads in flight across all databases; default 8
 	MaxBackoff   time.Duration // default 30s
 	Logger       *slog.Logger
+
+	// Levels are the compaction intervals of levels 1..len(Levels);
+	// default DefaultLevels. SnapshotInterval (default 24h) is how often a
+	// level-9 snapshot is written; Retention (default 24h; negative: keep
+	// everything) how long every transaction stays restorable.
+	Levels           []time.Duration
+	SnapshotInterval time.Duration
+	Retention        time.Duration
 }
 
 // Shipper stages and uploads transactions for any number of databases.
@@ -83,6 +91,18 @@ func New(opts Options) (*Shipper, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if len(opts.Levels) == 0 {
+		opts.Levels = DefaultLevels
+	}
+	if len(opts.Levels) > storage.SnapshotLevel-1 {
+		return nil, fmt.Errorf("at most %d compaction levels", storage.SnapshotLevel-1)
+	}
+	if opts.SnapshotInterval <= 0 {
+		opts.SnapshotInterval = 24 * time.Hour
+	}
+	if opts.Retention == 0 {
+		opts.Retention = 24 * time.Hour
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("staging directory %s: %w", opts.Dir, err)
@@ -125,6 +145,8 @@ func New(opts Options) (*Shipper, error) {
 		s.wg.Add(1)
 		go s.worker()
 	}
+	s.wg.Add(1)
+	go s.compactLoop()
 	return s, nil
 }
 
@@ -455,13 +477,14 @@ type stage struct {
 
 	shipMu sync.Mutex // one upload of this database at a time
 
-	mu       sync.Mutex
-	pending  *os.File
-	size     int64       // valid bytes in pending
-	pos      capture.Pos // last staged
-	known    bool        // pos comes from this staging
-	shipped  capture.Pos // last uploaded
-	failures int
+	mu        sync.Mutex
+	pending   *os.File
+	size      int64            // valid bytes in pending
+	pos       capture.Pos      // last staged
+	known     bool             // pos comes from this staging
+	shipped   capture.Pos      // last uploaded
+	compacted map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
+	failures  int
 }
 
 type posJSON struct {

@@ -161,3 +161,38 @@ func ReadHeader(ctx context.Context, c Client, db string, fi *ltx.FileInfo) (ltx
 
 // ErrCorrupt reports an object whose content fails verification.
 var ErrCorrupt = errors.New("corrupt object")
+
+// Chain picks, from files of any levels, the shortest contiguous chain that
+// starts right after TXID from and reaches as far as possible without passing
+// to (0: no limit). At each step it takes the file that starts at the next
+// TXID and ends furthest.
+func Chain(files []*ltx.FileInfo, from, to ltx.TXID) []*ltx.FileInfo {
+	var chain []*ltx.FileInfo
+	for pos := from; to == 0 || pos < to; {
+		var best *ltx.FileInfo
+		for _, fi := range files {
+			if fi.MinTXID == pos+1 && (to == 0 || fi.MaxTXID <= to) && (best == nil || fi.MaxTXID > best.MaxTXID) {
+				best = fi
+			}
+		}
+		if best == nil {
+			break
+		}
+		chain = append(chain, best)
+		pos = best.MaxTXID
+	}
+	return chain
+}
+
+// AllLTXFiles lists levels 0 to MaxLevel of a database.
+func AllLTXFiles(ctx context.Context, c Client, db string) ([]*ltx.FileInfo, error) {
+	var all []*ltx.FileInfo
+	for level := 0; level <= MaxLevel; level++ {
+		infos, err := c.LTXFiles(ctx, db, level)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, infos...)
+	}
+	return all, nil
+}

@@ -28,6 +28,9 @@ func newMountCmd() *cobra.Command {
 		syncInterval time.Duration
 		concurrency  int
 		maxBackoff   time.Duration
+		levels       []time.Duration
+		snapshotIvl  time.Duration
+		retention    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -38,13 +41,19 @@ at write time and shipped to URL, e.g. MOUNTPOINT/a/b.db to URL/a/b.db.
 Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(args[0], dataDir, replicaURL, shipper.Options{SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff})
+			return runMount(args[0], dataDir, replicaURL, shipper.Options{
+				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
+				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention,
+			})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory holding the databases' files (required)")
 	cmd.Flags().StringVar(&replicaURL, "replica", "", "replica root URL, e.g. file:///var/backups/walsync (required)")
 	durationFlag(cmd, &syncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
 	cmd.Flags().IntVar(&concurrency, "upload-concurrency", 8, "uploads in flight across all databases")
+	cmd.Flags().DurationSliceVar(&levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
+	durationFlag(cmd, &snapshotIvl, "snapshot-interval", 24*time.Hour, "how often a full snapshot (level 9) is written")
+	durationFlag(cmd, &retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	_ = cmd.MarkFlagRequired("data")
 	_ = cmd.MarkFlagRequired("replica")

@@ -1,0 +1,249 @@
+package shipper
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage"
+)
+
+// Compaction keeps restores short and the replica small:
+//
+//   - level N (1..len(Levels)) merges the files of level N-1 that follow its
+//     last file, every Levels[N-1];
+//   - a level-9 snapshot (TXID 1 to the latest) is built every SnapshotInterval
+//     from the shortest chain to the latest TXID;
+//   - retention deletes what no restore point inside the retention window
+//     needs: everything up to the newest snapshot that is older than the
+//     window, except that snapshot.
+//
+// It runs in one goroutine for all databases and skips databases that have
+// shipped nothing since it last looked.
+
+// DefaultLevels are the compaction intervals of levels 1, 2 and 3.
+var DefaultLevels = []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour}
+
+func (s *Shipper) compactLoop() {
+	defer s.wg.Done()
+	tick := s.opts.Levels[0]
+	for _, d := range append(s.opts.Levels[1:], s.opts.SnapshotInterval) {
+		tick = min(tick, d)
+	}
+	tick = max(tick/4, 10*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last := make([]time.Time, len(s.opts.Levels)+1) // per level, then snapshots
+	start := time.Now()
+	for i := range last {
+		last[i] = start
+	}
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			for i, d := range s.opts.Levels {
+				if now.Sub(last[i]) >= d {
+					last[i] = now
+					s.forEachDB(func(st *stage) error { return s.compactLevel(st, i+1) })
+				}
+			}
+			if now.Sub(last[len(last)-1]) >= s.opts.SnapshotInterval {
+				last[len(last)-1] = now
+				s.forEachDB(s.snapshot)
+				s.forEachDB(s.enforceRetention)
+			}
+		}
+	}
+}
+
+func (s *Shipper) forEachDB(fn func(st *stage) error) {
+	s.mu.Lock()
+	stages := make([]*stage, 0, len(s.stages))
+	for _, st := range s.stages {
+		stages = append(stages, st)
+	}
+	s.mu.Unlock()
+	for _, st := range stages {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		if err := fn(st); err != nil {
+			s.log.Warn("compaction failed; it is retried at the next interval", "db", st.db, "err", err)
+		}
+	}
+}
+
+// upToDate reports whether the database shipped nothing since key last saw
+// it, and records what it sees now.
+func (st *stage) upToDate(key int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.compacted == nil {
+		st.compacted = map[int]ltx.TXID{}
+	}
+	seen, ok := st.compacted[key]
+	if ok && seen == st.shipped.TXID {
+		return true
+	}
+	st.compacted[key] = st.shipped.TXID
+	return false
+}
+
+func (st *stage) forget(key int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.compacted, key)
+}
+
+// compactLevel merges the files of level-1 that follow the last file of level.
+func (s *Shipper) compactLevel(st *stage, level int) error {
+	if st.upToDate(level) {
+		return nil
+	}
+	ctx := context.Background()
+	dst, err := s.opts.Client.LTXFiles(ctx, st.db, level)
+	if err != nil {
+		st.forget(level)
+		return err
+	}
+	src, err := s.opts.Client.LTXFiles(ctx, st.db, level-1)
+	if err != nil {
+		st.forget(level)
+		return err
+	}
+	var from ltx.TXID
+	if len(dst) > 0 {
+		from = dst[len(dst)-1].MaxTXID
+	} else if len(src) > 0 {
+		from = src[0].MinTXID - 1
+	}
+	chain := storage.Chain(src, from, 0)
+	if len(chain) == 0 {
+		return nil
+	}
+	if err := s.compactInto(ctx, st, chain, level); err != nil {
+		st.forget(level)
+		return err
+	}
+	return nil
+}
+
+// snapshot writes a level-9 snapshot of the latest TXID if there is none.
+func (s *Shipper) snapshot(st *stage) error {
+	if st.upToDate(storage.SnapshotLevel) {
+		return nil
+	}
+	ctx := context.Background()
+	all, err := storage.AllLTXFiles(ctx, s.opts.Client, st.db)
+	if err != nil {
+		st.forget(storage.SnapshotLevel)
+		return err
+	}
+	chain := storage.Chain(all, 0, 0)
+	if len(chain) == 0 || len(chain) == 1 && chain[0].Level == storage.SnapshotLevel {
+		return nil
+	}
+	for _, fi := range chain[1:] {
+		if fi.MinTXID == 1 {
+			return nil
+		}
+	}
+	if err := s.compactInto(ctx, st, chain, storage.SnapshotLevel); err != nil {
+		st.forget(storage.SnapshotLevel)
+		return err
+	}
+	return nil
+}
+
+// compactInto merges a contiguous chain of files into one file at level.
+func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileInfo, level int) error {
+	min, max := chain[0].MinTXID, chain[len(chain)-1].MaxTXID
+	rdrs := make([]io.Reader, len(chain))
+	for i, fi := range chain {
+		rc, err := s.opts.Client.OpenLTXFile(ctx, st.db, fi.Level, fi.MinTXID, fi.MaxTXID)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		rdrs[i] = rc
+	}
+	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(st.dir, ".compact-*")
+	if err != nil {
+		return err
+	}
+	out := &tempFile{File: tmp}
+	defer out.Close()
+	bw := getBufWriter(tmp)
+	defer putBufWriter(bw)
+	c, err := ltx.NewCompactor(bw, rdrs)
+	if err != nil {
+		return err
+	}
+	if err := c.Compact(ctx); err != nil {
+		return fmt.Errorf("compact %s into level %d: %w", ltx.FormatFilename(min, max), level, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	ts := time.UnixMilli(c.Header().Timestamp)
+	if err := s.opts.Client.WriteLTXFile(ctx, st.db, level, min, max, out, ts); err != nil {
+		return fmt.Errorf("upload level %d %s: %w", level, ltx.FormatFilename(min, max), err)
+	}
+	s.log.Debug("compacted", "db", st.db, "level", level, "min_txid", min, "max_txid", max, "files", len(chain))
+	return nil
+}
+
+// enforceRetention deletes what no restore point inside the window needs.
+func (s *Shipper) enforceRetention(st *stage) error {
+	if s.opts.Retention <= 0 {
+		return nil
+	}
+	ctx := context.Background()
+	cutoff := time.Now().Add(-s.opts.Retention)
+	snaps, err := s.opts.Client.LTXFiles(ctx, st.db, storage.SnapshotLevel)
+	if err != nil {
+		return err
+	}
+	var base *ltx.FileInfo // the newest snapshot older than the window
+	for _, fi := range snaps {
+		if !fi.CreatedAt.After(cutoff) && (base == nil || fi.MaxTXID > base.MaxTXID) {
+			base = fi
+		}
+	}
+	if base == nil {
+		return nil
+	}
+	n := 0
+	for level := storage.TxLogLevel; level <= storage.MaxLevel; level++ {
+		infos, err := s.opts.Client.LTXFiles(ctx, st.db, level)
+		if err != nil {
+			return err
+		}
+		var del []*ltx.FileInfo
+		for _, fi := range infos {
+			if fi.MaxTXID < base.MaxTXID || (fi.MaxTXID == base.MaxTXID && level != storage.SnapshotLevel) {
+				del = append(del, fi)
+			}
+		}
+		if len(del) > 0 {
+			if err := s.opts.Client.DeleteLTXFiles(ctx, st.db, del); err != nil {
+				return err
+			}
+			n += len(del)
+		}
+	}
+	if n > 0 {
+		s.log.Debug("retention", "db", st.db, "deleted", n, "kept_from_txid", base.MaxTXID)
+	}
+	return nil
+}
