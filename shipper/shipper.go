@@ -38,6 +38,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -52,7 +53,12 @@ type Options struct {
 	SyncInterval time.Duration // batch window per database; default 1s
 	Concurrency  int           // uploads in flight across all databases; default 8
 	MaxBackoff   time.Duration // default 30s
-	Logger       *slog.Logger
+	// MaxStaging bounds the staging directory (bytes, 0: unbounded). Past
+	// it, each database's staged batches are merged into one LTX file (the
+	// transactions in it can no longer be restored one by one); nothing is
+	// dropped.
+	MaxStaging int64
+	Logger     *slog.Logger
 
 	// Levels are the compaction intervals of levels 1..len(Levels);
 	// default DefaultLevels. SnapshotInterval (default 24h) is how often a
@@ -71,6 +77,9 @@ type Shipper struct {
 	mu     sync.Mutex
 	stages map[string]*stage
 	closed bool
+
+	staged     atomic.Int64 // bytes in staging, all databases
+	collapsing atomic.Bool
 
 	work chan *stage
 	wg   sync.WaitGroup
@@ -140,6 +149,7 @@ func New(opts Options) (*Shipper, error) {
 		if st.hasWork() {
 			s.schedule(st, 0)
 		}
+		s.staged.Add(st.diskBytes())
 	}
 	for i := 0; i < opts.Concurrency; i++ {
 		s.wg.Add(1)
@@ -157,7 +167,7 @@ func (s *Shipper) stage(db string) (*stage, error) {
 	if st, ok := s.stages[db]; ok {
 		return st, nil
 	}
-	st := &stage{db: db, dir: filepath.Join(s.opts.Dir, url.PathEscape(db))}
+	st := &stage{db: db, dir: filepath.Join(s.opts.Dir, url.PathEscape(db)), stagedBytes: &s.staged}
 	if err := st.load(); err != nil {
 		return nil, fmt.Errorf("staging of %s: %w", db, err)
 	}
@@ -201,6 +211,9 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 	first, err := st.append(tx)
 	if err != nil {
 		return err
+	}
+	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
+		s.overLimit()
 	}
 	if first {
 		s.schedule(st, s.opts.SyncInterval)
@@ -324,6 +337,9 @@ func (s *Shipper) ship(ctx context.Context, st *stage) error {
 }
 
 func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
+	if strings.HasSuffix(path, mergedSuffix) {
+		return s.shipMerged(ctx, st, path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -355,7 +371,7 @@ func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
 		}
 		recs = recs[n:]
 	}
-	return os.Remove(path)
+	return st.removeStaged(path)
 }
 
 // upload writes one batch of contiguous transactions to the replica.
@@ -366,7 +382,7 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 	ts := time.UnixMilli(last.Timestamp)
 
 	if first.TXID == 1 {
-		if err := s.checkNoForeignHistory(ctx, db, first); err != nil {
+		if err := s.checkNoForeignHistory(ctx, db, first.TXID, first.Post); err != nil {
 			return err
 		}
 		snap, err := st.buildLTX(f, recs[:1])
@@ -484,7 +500,9 @@ type stage struct {
 	known     bool             // pos comes from this staging
 	shipped   capture.Pos      // last uploaded
 	compacted map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
-	failures  int
+
+	stagedBytes *atomic.Int64 // the shipper's total
+	failures    int
 }
 
 type posJSON struct {
@@ -511,6 +529,14 @@ func (st *stage) load() error {
 		return err
 	}
 	for _, path := range batches {
+		if strings.HasSuffix(path, mergedSuffix) {
+			hdr, trl, err := readLTXFile(path)
+			if err != nil {
+				return fmt.Errorf("staged file %s: %w", path, err)
+			}
+			st.pos, st.known = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}, true
+			continue
+		}
 		if p, ok, err := lastPos(path, false); err != nil {
 			return err
 		} else if ok {
@@ -602,6 +628,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
 	}
 	st.size += rec.Size()
+	st.stagedBytes.Add(rec.Size())
 	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
 	st.known = true
 	return first, nil
@@ -660,7 +687,7 @@ func (st *stage) sealedBatches() ([]string, error) {
 	}
 	var a []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "batch-") && strings.HasSuffix(e.Name(), ".log") {
+		if strings.HasPrefix(e.Name(), "batch-") && (strings.HasSuffix(e.Name(), ".log") || strings.HasSuffix(e.Name(), mergedSuffix)) {
 			a = append(a, filepath.Join(st.dir, e.Name()))
 		}
 	}
@@ -703,7 +730,7 @@ func (st *stage) close() {
 // that already holds another history for it (walsync could not read the
 // replica when it first saw the database). Its own earlier upload of the same
 // snapshot, interrupted by a crash, is recognised by its checksum.
-func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, snap storage.TxRecord) error {
+func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, maxTXID ltx.TXID, post ltx.Checksum) error {
 	fi, err := storage.Latest(ctx, s.opts.Client, db)
 	if err != nil || fi == nil {
 		return err
@@ -713,8 +740,8 @@ func (s *Shipper) checkNoForeignHistory(ctx context.Context, db string, snap sto
 		return err
 	}
 	for _, info := range infos {
-		if info.MinTXID == 1 && info.MaxTXID == snap.TXID {
-			if _, trl, err := storage.ReadHeader(ctx, s.opts.Client, db, info); err == nil && trl.PostApplyChecksum == snap.Post {
+		if info.MinTXID == 1 && info.MaxTXID == maxTXID {
+			if _, trl, err := storage.ReadHeader(ctx, s.opts.Client, db, info); err == nil && trl.PostApplyChecksum == post {
 				return nil
 			}
 		}

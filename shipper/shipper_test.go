@@ -236,3 +236,54 @@ func TestOutageTornTailAndRestart(t *testing.T) {
 		t.Fatalf("%d level-0 uploads, want 1 (one batch, uploaded once)", n)
 	}
 }
+
+func dirBytes(t testing.TB, dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// TestMaxStagingMergesAndLosesNothing keeps staging under --max-staging
+// during an outage by merging batches, then ships everything.
+func TestMaxStagingMergesAndLosesNothing(t *testing.T) {
+	root, stageDir := t.TempDir(), t.TempDir()
+	client := &countingClient{Client: file.New(root)}
+	client.fail.Store(true)
+	const limit = 64 << 10
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxStaging: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemDB(32)
+	core := openCore(t, s, "big.db", m)
+	for j := 0; j < 200; j++ {
+		m.change(t, core, 2+j%31, byte(j))
+	}
+	want := m.bytes()
+	deadline := time.Now().Add(10 * time.Second)
+	for dirBytes(t, stageDir) > limit {
+		if time.Now().After(deadline) {
+			t.Fatalf("staging holds %d bytes, limit %d", dirBytes(t, stageDir), limit)
+		}
+		m.change(t, core, 2, 0xEE) // new work keeps arriving during the outage
+		want = m.bytes()
+		time.Sleep(20 * time.Millisecond)
+	}
+	client.fail.Store(false)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := restoreBytes(t, root, "big.db", 0); !bytes.Equal(got, want) {
+		t.Fatal("restore after merged staging differs")
+	}
+	// The merged span cannot be restored transaction by transaction.
+	out := filepath.Join(t.TempDir(), "mid.db")
+	if _, err := restore.Restore(context.Background(), file.New(filepath.Join(root, "big.db")), "", out, restore.Options{TXID: 100}); err == nil {
+		t.Fatal("TXID 100 inside a merged span restored; expected an error")
+	}
+}

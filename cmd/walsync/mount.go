@@ -31,6 +31,7 @@ func newMountCmd() *cobra.Command {
 		levels       []time.Duration
 		snapshotIvl  time.Duration
 		retention    time.Duration
+		maxStagingMB int64
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -44,6 +45,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 			return runMount(args[0], dataDir, replicaURL, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
 				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention,
+				MaxStaging: maxStagingMB << 20,
 			})
 		},
 	}
@@ -54,6 +56,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	cmd.Flags().DurationSliceVar(&levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
 	durationFlag(cmd, &snapshotIvl, "snapshot-interval", 24*time.Hour, "how often a full snapshot (level 9) is written")
 	durationFlag(cmd, &retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
+	cmd.Flags().Int64Var(&maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	_ = cmd.MarkFlagRequired("data")
 	_ = cmd.MarkFlagRequired("replica")
