@@ -50,6 +50,7 @@ const (
 type results struct {
 	Write writeResult `json:"mount_wal_small_tx"`
 	RSS   rssResult   `json:"rss_100_open_dbs_mb"`
+	S3    s3Result    `json:"s3_100_dbs_20_tx_per_s"`
 }
 
 type writeResult struct {
@@ -74,6 +75,7 @@ func main() {
 	bin := flag.String("walsync", "bin/walsync", "walsync binary")
 	out := flag.String("out", "bench.json", "write the results as JSON to this file")
 	dur := flag.Duration("duration", 5*time.Second, "length of each write measurement")
+	s3Duration = flag.Duration("s3-duration", 10*time.Second, "length of the S3 workload (100 databases at 20 tx/s each)")
 	flag.Parse()
 	if flag.NArg() > 0 || *dur <= 0 {
 		flag.Usage()
@@ -104,7 +106,7 @@ func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
 			return err
 		}
 	}
-	w, err := startWalsync(bin, dirs["mnt"], dirs["data"], dirs["replica"], syncInterval)
+	w, err := startWalsync(bin, dirs["mnt"], dirs["data"], "file://"+dirs["replica"], syncInterval)
 	if err != nil {
 		os.RemoveAll(root)
 		return err
@@ -143,6 +145,14 @@ func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
 		return err
 	}
 	if res.RSS, err = measureRSS(w.pid()); err != nil {
+		return err
+	}
+
+	for _, db := range dbs {
+		db.Close()
+	}
+	dbs = nil
+	if res.S3, err = measureS3(ctx, bin, root, *s3Duration); err != nil {
 		return err
 	}
 
@@ -291,6 +301,11 @@ func report(r results) {
 	fmt.Fprintf(tw, "ratio mount/plain\t%.3f\t>= %.1f\t%s\n", r.Write.Ratio, targetRatio, verdict(r.Write.Pass))
 	fmt.Fprintf(tw, "RSS, %d open dbs (VmRSS)\t%.1f MB\t< %.0f MB\t%s\n", openDBs, r.RSS.RSS, targetRSSMB, verdict(r.RSS.Pass))
 	fmt.Fprintf(tw, "peak RSS (VmHWM)\t%.1f MB\t\t\n", r.RSS.Peak)
+	fmt.Fprintf(tw, "S3: transactions (%d dbs x %d tx/s)\t%d\t\t\n", s3DBs, s3Rate, r.S3.Transactions)
+	fmt.Fprintf(tw, "S3: PUTs per 1,000 transactions\t%.1f\t~ dbs/interval\t\n", r.S3.PUTsPer1000Tx)
+	fmt.Fprintf(tw, "S3: PUTs per second\t%.1f\t~ %d\t\n", r.S3.PUTsPerSecond, s3DBs)
+	fmt.Fprintf(tw, "S3: commit -> durable lag p50\t%.0f ms\t\t\n", r.S3.LagP50ms)
+	fmt.Fprintf(tw, "S3: commit -> durable lag p99\t%.0f ms\t<= %.0f ms\t%s\n", r.S3.LagP99ms, r.S3.TargetP99ms, verdict(r.S3.Pass))
 	tw.Flush()
 	fmt.Println()
 }

@@ -29,10 +29,11 @@ type walsync struct {
 
 // startWalsync runs `walsync mount` and waits until mnt shows up in
 // /proc/self/mountinfo. On failure nothing is left running or mounted.
-func startWalsync(bin, mnt, data, replica string, syncInterval time.Duration) (*walsync, error) {
+func startWalsync(bin, mnt, data, replicaURL string, syncInterval time.Duration, env ...string) (*walsync, error) {
 	w := &walsync{mnt: mnt, done: make(chan struct{})}
-	w.cmd = exec.Command(bin, "mount", mnt, "--data", data, "--replica", "file://"+replica,
+	w.cmd = exec.Command(bin, "mount", mnt, "--data", data, "--replica", replicaURL,
 		"--sync-interval", syncInterval.String())
+	w.cmd.Env = append(os.Environ(), env...)
 	w.cmd.Stdout, w.cmd.Stderr = &w.log, &w.log
 	// Its own process group: a Ctrl-C on the terminal reaches walsync only
 	// through stop, after the databases are closed.

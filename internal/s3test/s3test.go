@@ -62,36 +62,54 @@ type Server struct {
 // Start starts a server on a free port of 127.0.0.1; it stops with the test.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := Binary()
+	s, err := Launch(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Launch starts a server serving dir on a free port of 127.0.0.1.
+func Launch(dir string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Endpoint: "http://" + addr, AccessKey: "walsynctest", SecretKey: "walsynctestsecret", Dir: t.TempDir()}
+	s := &Server{Endpoint: "http://" + addr, AccessKey: "walsynctest", SecretKey: "walsynctestsecret", Dir: dir}
 	s.cmd = exec.Command(bin, "--access", s.AccessKey, "--secret", s.SecretKey, "--port", addr, "--quiet", "posix", s.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
 	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			break
+			return s, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("versitygw did not listen on %s", addr)
+			s.Stop()
+			return nil, fmt.Errorf("versitygw did not listen on %s", addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return s
+}
+
+// Stop kills the server.
+func (s *Server) Stop() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
 }
 
 // Env returns the environment a walsync process needs to reach the server.
@@ -119,22 +137,43 @@ func (s *Server) SetEnv(t *testing.T) {
 // Client returns an S3 client for the server.
 func (s *Server) Client(t testing.TB) *s3.Client {
 	t.Helper()
+	c, err := s.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// NewClient returns an S3 client for the server.
+func (s *Server) NewClient() (*s3.Client, error) {
 	cfg, err := config.LoadDefaultConfig(context.Background(),
 		config.WithRegion("us-east-1"),
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, "")))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	return s3.NewFromConfig(cfg, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(s.Endpoint)
 		o.UsePathStyle = true
-	})
+	}), nil
 }
 
 // CreateBucket creates a bucket.
 func (s *Server) CreateBucket(t testing.TB, name string) {
 	t.Helper()
-	if _, err := s.Client(t).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("create bucket %s: %v", name, err)
+	if err := s.MakeBucket(name); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// MakeBucket creates a bucket.
+func (s *Server) MakeBucket(name string) error {
+	c, err := s.NewClient()
+	if err != nil {
+		return err
+	}
+	if _, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return fmt.Errorf("create bucket %s: %w", name, err)
+	}
+	return nil
 }
