@@ -53,6 +53,8 @@ type Options struct {
 	SyncInterval time.Duration // batch window per database; default 1s
 	Concurrency  int           // uploads in flight across all databases; default 8
 	MaxBackoff   time.Duration // default 30s
+	// UploadTimeout bounds one upload attempt of a database's batches; default 10m.
+	UploadTimeout time.Duration
 	// MaxStaging bounds the staging directory (bytes, 0: unbounded). Past
 	// it, each database's staged batches are merged into one LTX file (the
 	// transactions in it can no longer be restored one by one); nothing is
@@ -97,6 +99,9 @@ func New(opts Options) (*Shipper, error) {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.UploadTimeout <= 0 {
+		opts.UploadTimeout = 10 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -252,7 +257,10 @@ func (s *Shipper) worker() {
 }
 
 func (s *Shipper) shipWithRetry(st *stage) {
-	err := s.ship(context.Background(), st)
+	// A stalled connection must not hold a worker forever.
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UploadTimeout)
+	err := s.ship(ctx, st)
+	cancel()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err != nil {
