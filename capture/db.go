@@ -287,13 +287,7 @@ func (d *DB) markDirty(off, n int64) {
 func (d *DB) WriteJournal(off int64, data []byte, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if off == 0 && len(data) >= 8 && d.journalLive && isZero(data[:8]) {
-		if err := d.finalize(); err != nil {
-			return err
-		}
-		d.journalLive = false
-	}
-	if err := apply(); err != nil {
+	if err := d.endJournal(off == 0 && len(data) >= 8 && isZero(data[:8]), apply); err != nil {
 		return err
 	}
 	if off < 8 {
@@ -306,14 +300,7 @@ func (d *DB) WriteJournal(off int64, data []byte, apply func() error) error {
 func (d *DB) TruncateJournal(size int64, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if size < 8 && d.journalLive {
-		if err := d.finalize(); err != nil {
-			return err
-		}
-		d.journalLive = false
-	}
-	if err := apply(); err != nil {
-		d.journalLive = d.readJournalLive()
+	if err := d.endJournal(size < 8, apply); err != nil {
 		return err
 	}
 	return d.journalChanged()
@@ -323,7 +310,14 @@ func (d *DB) TruncateJournal(size int64, apply func() error) error {
 func (d *DB) RemoveJournal(apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.journalLive {
+	return d.endJournal(true, apply)
+}
+
+// endJournal performs apply; when apply ends a live journal (ends), the
+// transaction is captured first, so a commit never returns to SQLite
+// uncaptured. If apply fails, liveness is read back from the file.
+func (d *DB) endJournal(ends bool, apply func() error) error {
+	if ends && d.journalLive {
 		if err := d.finalize(); err != nil {
 			return err
 		}
