@@ -264,6 +264,9 @@ func (s *Shipper) shipWithRetry(st *stage) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err != nil {
+		if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
+			s.overLimit()
+		}
 		st.failures++
 		backoff := s.opts.SyncInterval << min(st.failures, 10)
 		backoff = min(backoff, s.opts.MaxBackoff)

@@ -270,7 +270,7 @@ func TestMaxStagingMergesAndLosesNothing(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("staging holds %d bytes, limit %d", dirBytes(t, stageDir), limit)
 		}
-		m.change(t, core, 2, 0xEE) // new work keeps arriving during the outage
+		m.change(t, core, 2, byte(time.Now().UnixNano())|1) // new work keeps arriving during the outage
 		want = m.bytes()
 		time.Sleep(20 * time.Millisecond)
 	}
