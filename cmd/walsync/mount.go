@@ -52,7 +52,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory holding the databases' files (required)")
 	cmd.Flags().StringVar(&replicaURL, "replica", "", "replica root URL, e.g. file:///var/backups/walsync (required)")
 	durationFlag(cmd, &syncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
-	cmd.Flags().IntVar(&concurrency, "upload-concurrency", 8, "uploads in flight across all databases")
+	cmd.Flags().IntVar(&concurrency, "upload-concurrency", 32, "uploads in flight across all databases")
 	cmd.Flags().DurationSliceVar(&levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
 	durationFlag(cmd, &snapshotIvl, "snapshot-interval", 24*time.Hour, "how often a full snapshot (level 9) is written")
 	durationFlag(cmd, &retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
