@@ -18,24 +18,17 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/dbfiles"
 )
 
 // Stager is what the mount needs from the shipper.
-type Stager interface {
-	// Position returns the last captured position of a database.
-	Position(ctx context.Context, db string) (capture.Pos, error)
-	// Stage makes a transaction durable in local staging.
-	Stage(db string, tx *capture.Tx) error
-	// Sync fsyncs the database's staged transactions.
-	Sync(db string) error
-}
+type Stager = dbfiles.Stager
 
 // Options configures a mount.
 type Options struct {
@@ -52,8 +45,7 @@ type FS struct {
 	root string
 	log  *slog.Logger
 
-	mu  sync.Mutex
-	dbs map[string]*database // by database path relative to the root
+	reg *dbfiles.Registry // databases by path relative to the root
 }
 
 // role is what a file is to a database.
@@ -90,7 +82,7 @@ func New(opts Options) (*FS, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &FS{opts: opts, root: root, log: opts.Logger, dbs: map[string]*database{}}, nil
+	return &FS{opts: opts, root: root, log: opts.Logger, reg: dbfiles.NewRegistry(opts.Stager, opts.Logger, opts.Now)}, nil
 }
 
 // Mount mounts the filesystem at mountpoint. The caller must Unmount the
@@ -124,96 +116,6 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 		GID:             uint32(os.Getgid()),
 	}
 	return fs.Mount(mountpoint, rootNode, opts)
-}
-
-// database is the mount's view of one database and its companion files.
-type database struct {
-	w     *FS
-	name  string // path relative to the root
-	files *osFiles
-
-	mu      sync.Mutex
-	core    *capture.DB // nil until the file is known to be a database
-	notDB   bool        // the main file is not a SQLite database
-	openDBs int         // open handles on the main file
-}
-
-func (w *FS) database(base string) *database {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	d, ok := w.dbs[base]
-	if !ok {
-		d = &database{w: w, name: base, files: newOSFiles(filepath.Join(w.root, base))}
-		w.dbs[base] = d
-	}
-	return d
-}
-
-func (w *FS) forget(base string) {
-	w.mu.Lock()
-	d := w.dbs[base]
-	delete(w.dbs, base)
-	w.mu.Unlock()
-	if d != nil {
-		d.files.closeAll()
-	}
-}
-
-// capture returns the capture core of the database, creating it when the main
-// file is known to be a database. header is the first bytes about to be
-// written at offset 0 of the main file, if that is what triggers the call.
-func (d *database) capture(header []byte) (*capture.DB, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.core != nil || d.notDB {
-		return d.core, nil
-	}
-	var hb [16]byte
-	size := d.files.Size(capture.DBFile)
-	switch {
-	case size >= 16:
-		if _, err := d.files.ReadAt(capture.DBFile, hb[:], 0); err != nil || !capture.IsDatabaseHeader(hb[:]) {
-			d.notDB = true
-			d.files.closeAll()
-			return nil, nil
-		}
-	case header != nil && capture.IsDatabaseHeader(header):
-	case header != nil:
-		// The first write to an empty file is not a SQLite page 1.
-		d.notDB = true
-		d.files.closeAll()
-		return nil, nil
-	default:
-		return nil, nil // empty: not decided yet
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pos, err := d.w.opts.Stager.Position(ctx, d.name)
-	if err != nil {
-		// Capture anyway: the shipper refuses to overwrite history it finds
-		// on the replica later, so nothing is lost either way.
-		d.w.log.Warn("cannot read the replica position; capturing from a new snapshot", "db", d.name, "err", err)
-		pos = capture.Pos{}
-	}
-	core, err := capture.Open(capture.Config{
-		Name:  d.name,
-		Files: d.files,
-		Pos:   pos,
-		Now:   d.w.opts.Now,
-		Sink:  func(tx *capture.Tx) error { return d.w.opts.Stager.Stage(d.name, tx) },
-		Warn:  func(msg string) { d.w.log.Warn(msg, "db", d.name) },
-	})
-	if errors.Is(err, capture.ErrNotDatabase) {
-		d.notDB = true
-		d.files.closeAll()
-		return nil, nil
-	} else if err != nil {
-		d.w.log.Error("cannot start capturing database", "db", d.name, "err", err)
-		return nil, err
-	}
-	d.core = core
-	d.w.log.Debug("capturing database", "db", d.name, "txid", pos.TXID)
-	return core, nil
 }
 
 // node is a file or directory of the mount.
@@ -277,10 +179,10 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	rel := n.rel(name)
 	base, r := classify(rel)
-	var d *database
+	var d *dbfiles.Database
 	if r != rolePlain {
-		d = n.w.database(base)
-		d.files.invalidate(kindOf(r))
+		d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
+		d.Files.Invalidate(kindOf(r))
 	}
 	p := filepath.Join(n.w.root, rel)
 	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|os.O_CREATE, mode)
@@ -306,9 +208,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	rel := n.Path(n.Root())
 	base, r := classify(rel)
-	var d *database
+	var d *dbfiles.Database
 	if r != rolePlain {
-		d = n.w.database(base)
+		d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
 	}
 	p := filepath.Join(n.w.root, rel)
 	trunc := flags&syscall.O_TRUNC != 0
@@ -339,8 +241,8 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if r == rolePlain {
 		return fs.ToErrno(unlink())
 	}
-	d := n.w.database(base)
-	core, err := d.capture(nil)
+	d := n.w.reg.Get(base, filepath.Join(n.w.root, base))
+	core, err := d.Capture(nil)
 	if err != nil {
 		return syscall.EIO
 	}
@@ -348,7 +250,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	case r == roleDB:
 		err = unlink()
 		if err == nil {
-			n.w.forget(base)
+			n.w.reg.Forget(base)
 		}
 	case core == nil:
 		err = unlink()
@@ -357,7 +259,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	case r == roleJournal:
 		err = core.RemoveJournal(unlink)
 	}
-	d.files.invalidate(kindOf(r))
+	d.Files.Invalidate(kindOf(r))
 	return n.w.errno(d, err)
 }
 
@@ -374,7 +276,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	from, to := n.rel(name), np.rel(newName)
 	for _, rel := range []string{from, to} {
 		if base, r := classify(rel); r != rolePlain {
-			n.w.forget(base)
+			n.w.reg.Forget(base)
 		}
 	}
 	return n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
@@ -387,9 +289,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if h == nil {
 			rel := n.Path(n.Root())
 			base, r := classify(rel)
-			var d *database
+			var d *dbfiles.Database
 			if r != rolePlain {
-				d = n.w.database(base)
+				d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
 			}
 			fd, err := syscall.Open(filepath.Join(n.w.root, rel), syscall.O_WRONLY, 0)
 			if err != nil {
@@ -416,7 +318,7 @@ func kindOf(r role) capture.Kind {
 	return capture.DBFile
 }
 
-func (w *FS) errno(d *database, err error) syscall.Errno {
+func (w *FS) errno(d *dbfiles.Database, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
@@ -426,7 +328,7 @@ func (w *FS) errno(d *database, err error) syscall.Errno {
 	}
 	name := ""
 	if d != nil {
-		name = d.name
+		name = d.Name
 	}
 	w.log.Error("capture failed; the operation is refused so SQLite reports it", "db", name, "err", err)
 	return syscall.EIO

@@ -3,13 +3,12 @@ package fusefs
 import (
 	"context"
 	"io"
-	"os"
-	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/dbfiles"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,7 +16,7 @@ import (
 type handle struct {
 	fd   int
 	w    *FS
-	db   *database // nil for plain files
+	db   *dbfiles.Database // nil for plain files
 	role role
 }
 
@@ -32,18 +31,16 @@ var (
 	_ fs.FileAllocater = (*handle)(nil)
 )
 
-func (w *FS) newHandle(fd int, d *database, r role) (*handle, syscall.Errno) {
+func (w *FS) newHandle(fd int, d *dbfiles.Database, r role) (*handle, syscall.Errno) {
 	h := &handle{fd: fd, w: w, db: d, role: r}
 	if d != nil && r == roleDB {
-		if _, err := d.capture(nil); err != nil {
+		if _, err := d.Capture(nil); err != nil {
 			return nil, syscall.EIO
 		}
-		d.mu.Lock()
-		d.openDBs++
-		d.mu.Unlock()
+		d.Opened()
 	}
 	if d != nil && r == roleJournal {
-		if core, _ := d.capture(nil); core != nil {
+		if core, _ := d.Capture(nil); core != nil {
 			if err := core.JournalOpened(); err != nil {
 				return nil, w.errno(d, err)
 			}
@@ -56,9 +53,7 @@ func (h *handle) core() *capture.DB {
 	if h.db == nil {
 		return nil
 	}
-	h.db.mu.Lock()
-	defer h.db.mu.Unlock()
-	return h.db.core
+	return h.db.Core()
 }
 
 func (h *handle) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -84,7 +79,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 			header = []byte{0}
 		}
 		var err error
-		if core, err = h.db.capture(header); err != nil {
+		if core, err = h.db.Capture(header); err != nil {
 			return 0, syscall.EIO
 		}
 	}
@@ -143,7 +138,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	}
 	if h.db != nil && h.core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.
-		if err := h.w.opts.Stager.Sync(h.db.name); err != nil {
+		if err := h.w.opts.Stager.Sync(h.db.Name); err != nil {
 			return h.w.errno(h.db, err)
 		}
 	}
@@ -153,12 +148,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	err := syscall.Close(h.fd)
 	if h.db != nil && h.role == roleDB {
-		h.db.mu.Lock()
-		h.db.openDBs--
-		last := h.db.openDBs == 0
-		core := h.db.core
-		h.db.mu.Unlock()
-		if last && core != nil {
+		if core := h.db.Core(); h.db.Released() && core != nil {
 			if cerr := core.Closed(); cerr != nil {
 				h.w.errno(h.db, cerr)
 			}
@@ -183,81 +173,4 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
 	return fs.ToErrno(syscall.Fallocate(h.fd, mode, int64(off), int64(size)))
-}
-
-// osFiles reads a database's files on the data directory for the capture core.
-type osFiles struct {
-	base string // path of the main file
-	mu   sync.Mutex
-	fds  [3]*os.File
-}
-
-func newOSFiles(base string) *osFiles { return &osFiles{base: base} }
-
-func (f *osFiles) path(k capture.Kind) string {
-	switch k {
-	case capture.WALFile:
-		return f.base + "-wal"
-	case capture.JournalFile:
-		return f.base + "-journal"
-	}
-	return f.base
-}
-
-func (f *osFiles) file(k capture.Kind) (*os.File, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fds[k] != nil {
-		return f.fds[k], nil
-	}
-	fd, err := os.OpenFile(f.path(k), os.O_RDWR, 0)
-	if err != nil {
-		return nil, err
-	}
-	f.fds[k] = fd
-	return fd, nil
-}
-
-// invalidate drops the cached descriptor of a file that was removed or replaced.
-func (f *osFiles) invalidate(k capture.Kind) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fds[k] != nil {
-		f.fds[k].Close()
-		f.fds[k] = nil
-	}
-}
-
-func (f *osFiles) closeAll() {
-	for k := range f.fds {
-		f.invalidate(capture.Kind(k))
-	}
-}
-
-func (f *osFiles) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
-	fd, err := f.file(k)
-	if err != nil {
-		return 0, err
-	}
-	return fd.ReadAt(p, off)
-}
-
-func (f *osFiles) WriteAt(k capture.Kind, p []byte, off int64) (int, error) {
-	fd, err := f.file(k)
-	if err != nil {
-		return 0, err
-	}
-	return fd.WriteAt(p, off)
-}
-
-func (f *osFiles) Size(k capture.Kind) int64 {
-	fd, err := f.file(k)
-	if err != nil {
-		return -1
-	}
-	fi, err := fd.Stat()
-	if err != nil {
-		return -1
-	}
-	return fi.Size()
 }

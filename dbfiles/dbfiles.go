@@ -1,0 +1,241 @@
+// Package dbfiles is what both front ends (the FUSE mount and the VFS) keep
+// per database: its files on local disk, read by the capture core, and the
+// capture core itself, created when the main file is known to be a SQLite
+// database and fed to the shipper through a Stager.
+package dbfiles
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/walsync/walsync/capture"
+)
+
+// Stager is what the front ends need from the shipper.
+type Stager interface {
+	// Position returns the last captured position of a database.
+	Position(ctx context.Context, db string) (capture.Pos, error)
+	// Stage makes a transaction durable in local staging.
+	Stage(db string, tx *capture.Tx) error
+	// Sync fsyncs the database's staged transactions.
+	Sync(db string) error
+}
+
+// Registry holds the databases of one front end, by name.
+type Registry struct {
+	Stager Stager
+	Log    *slog.Logger
+	Now    func() time.Time
+
+	mu  sync.Mutex
+	dbs map[string]*Database
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(stager Stager, log *slog.Logger, now func() time.Time) *Registry {
+	if log == nil {
+		log = slog.Default()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Registry{Stager: stager, Log: log, Now: now, dbs: map[string]*Database{}}
+}
+
+// Database is one database and its companion files.
+type Database struct {
+	r     *Registry
+	Name  string // replica path of the database
+	Files *Files
+
+	mu    sync.Mutex
+	core  *capture.DB // nil until the file is known to be a database
+	notDB bool        // the main file is not a SQLite database
+	opens int         // open handles on the main file
+}
+
+// Get returns the database name whose main file is at path.
+func (r *Registry) Get(name, path string) *Database {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.dbs[name]
+	if !ok {
+		d = &Database{r: r, Name: name, Files: NewFiles(path)}
+		r.dbs[name] = d
+	}
+	return d
+}
+
+// Forget drops a database (deleted or renamed): it is captured anew if it
+// comes back.
+func (r *Registry) Forget(name string) {
+	r.mu.Lock()
+	d := r.dbs[name]
+	delete(r.dbs, name)
+	r.mu.Unlock()
+	if d != nil {
+		d.Files.CloseAll()
+	}
+}
+
+// Core returns the capture core, or nil while the main file is not known to
+// be a database.
+func (d *Database) Core() *capture.DB {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.core
+}
+
+// Opened counts an open handle on the main file.
+func (d *Database) Opened() {
+	d.mu.Lock()
+	d.opens++
+	d.mu.Unlock()
+}
+
+// Released counts a closed handle on the main file and reports whether it
+// was the last one.
+func (d *Database) Released() (last bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.opens--
+	return d.opens == 0
+}
+
+// Capture returns the capture core of the database, creating it when the main
+// file is known to be a database. header is the first bytes about to be
+// written at offset 0 of the main file, if that is what triggers the call.
+func (d *Database) Capture(header []byte) (*capture.DB, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.core != nil || d.notDB {
+		return d.core, nil
+	}
+	var hb [16]byte
+	size := d.Files.Size(capture.DBFile)
+	switch {
+	case size >= 16:
+		if _, err := d.Files.ReadAt(capture.DBFile, hb[:], 0); err != nil || !capture.IsDatabaseHeader(hb[:]) {
+			d.notDB = true
+			d.Files.CloseAll()
+			return nil, nil
+		}
+	case header != nil && capture.IsDatabaseHeader(header):
+	case header != nil:
+		// The first write to an empty file is not a SQLite page 1.
+		d.notDB = true
+		d.Files.CloseAll()
+		return nil, nil
+	default:
+		return nil, nil // empty: not decided yet
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pos, err := d.r.Stager.Position(ctx, d.Name)
+	if err != nil {
+		// Capture anyway: the shipper refuses to overwrite history it finds
+		// on the replica later, so nothing is lost either way.
+		d.r.Log.Warn("cannot read the replica position; capturing from a new snapshot", "db", d.Name, "err", err)
+		pos = capture.Pos{}
+	}
+	core, err := capture.Open(capture.Config{
+		Name:  d.Name,
+		Files: d.Files,
+		Pos:   pos,
+		Now:   d.r.Now,
+		Sink:  func(tx *capture.Tx) error { return d.r.Stager.Stage(d.Name, tx) },
+		Warn:  func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
+	})
+	if errors.Is(err, capture.ErrNotDatabase) {
+		d.notDB = true
+		d.Files.CloseAll()
+		return nil, nil
+	} else if err != nil {
+		d.r.Log.Error("cannot start capturing database", "db", d.Name, "err", err)
+		return nil, err
+	}
+	d.core = core
+	d.r.Log.Debug("capturing database", "db", d.Name, "txid", pos.TXID)
+	return core, nil
+}
+
+// Files reads a database's files on local disk for the capture core.
+type Files struct {
+	base string // path of the main file
+	mu   sync.Mutex
+	fds  [3]*os.File
+}
+
+func NewFiles(base string) *Files { return &Files{base: base} }
+
+func (f *Files) path(k capture.Kind) string {
+	switch k {
+	case capture.WALFile:
+		return f.base + "-wal"
+	case capture.JournalFile:
+		return f.base + "-journal"
+	}
+	return f.base
+}
+
+func (f *Files) file(k capture.Kind) (*os.File, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fds[k] != nil {
+		return f.fds[k], nil
+	}
+	fd, err := os.OpenFile(f.path(k), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	f.fds[k] = fd
+	return fd, nil
+}
+
+// Invalidate drops the cached descriptor of a file that was removed or replaced.
+func (f *Files) Invalidate(k capture.Kind) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fds[k] != nil {
+		f.fds[k].Close()
+		f.fds[k] = nil
+	}
+}
+
+func (f *Files) CloseAll() {
+	for k := range f.fds {
+		f.Invalidate(capture.Kind(k))
+	}
+}
+
+func (f *Files) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
+	fd, err := f.file(k)
+	if err != nil {
+		return 0, err
+	}
+	return fd.ReadAt(p, off)
+}
+
+func (f *Files) WriteAt(k capture.Kind, p []byte, off int64) (int, error) {
+	fd, err := f.file(k)
+	if err != nil {
+		return 0, err
+	}
+	return fd.WriteAt(p, off)
+}
+
+func (f *Files) Size(k capture.Kind) int64 {
+	fd, err := f.file(k)
+	if err != nil {
+		return -1
+	}
+	fi, err := fd.Stat()
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}
