@@ -49,10 +49,23 @@ func TestCaptureScenarios(t *testing.T) {
 	}
 }
 
-func runScenario(t *testing.T, m *mount, rel string, jm journalMode, sync string, pageSize int) {
+// frontEnd is what a capture scenario needs from the mount or the VFS.
+type frontEnd interface {
+	path(rel string) string
+	open(t testing.TB, path string, pragmas ...string) *sql.DB
+	waitShipped()
+	latestTXID(db string) ltx.TXID
+	restoreDB(db string, txid ltx.TXID) string
+}
+
+func (m *mount) open(t testing.TB, path string, pragmas ...string) *sql.DB {
+	return openDB(t, path, pragmas...)
+}
+
+func runScenario(t *testing.T, m frontEnd, rel string, jm journalMode, sync string, pageSize int) {
 	pragmas := append([]string{fmt.Sprintf("page_size=%d", pageSize)}, jm.pragmas...)
 	pragmas = append(pragmas, "synchronous="+sync)
-	db := openDB(t, m.path(rel), pragmas...)
+	db := m.open(t, m.path(rel), pragmas...)
 	var states []string
 	record := func() { states = append(states, contentHash(t, db)) }
 

@@ -279,7 +279,13 @@ func restoreCLI(t testing.TB, url, out string, args ...string) {
 // openDB opens a database with Go's driver.
 func openDB(t testing.TB, path string, pragmas ...string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	return openDSN(t, "file:"+path+"?_busy_timeout=10000", pragmas...)
+}
+
+// openDSN opens a database with Go's driver, one connection.
+func openDSN(t testing.TB, dsn string, pragmas ...string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

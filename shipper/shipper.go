@@ -310,6 +310,26 @@ func (s *Shipper) Flush(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// FlushDB seals and uploads what is staged for one database, retrying until
+// ctx is done; what is left stays staged.
+func (s *Shipper) FlushDB(ctx context.Context, db string) error {
+	st, err := s.stage(db)
+	if err != nil {
+		return err
+	}
+	for {
+		err := s.ship(ctx, st)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", db, err)
+		case <-time.After(s.opts.SyncInterval):
+		}
+	}
+}
+
 // Close flushes (bounded by ctx) and stops the workers. What could not be
 // uploaded stays staged for the next start.
 func (s *Shipper) Close(ctx context.Context) error {

@@ -1,0 +1,235 @@
+package vfs
+
+import (
+	"context"
+	"io"
+	"os"
+
+	"github.com/psanford/sqlite3vfs"
+	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/dbfiles"
+	"golang.org/x/sys/unix"
+)
+
+// SQLite's lock bytes (os.h).
+const (
+	pendingByte  = 0x40000000
+	reservedByte = pendingByte + 1
+	sharedFirst  = pendingByte + 2
+	sharedSize   = 510
+)
+
+// file is one open file of the VFS.
+type file struct {
+	v             *VFS
+	f             *os.File
+	fd            int
+	role          role
+	db            *dbfiles.Database // nil for temp and other files
+	deleteOnClose bool
+	lock          sqlite3vfs.LockType
+}
+
+func (fl *file) core() *capture.DB {
+	if fl.db == nil {
+		return nil
+	}
+	return fl.db.Core()
+}
+
+func (fl *file) ReadAt(p []byte, off int64) (int, error) {
+	n, err := fl.f.ReadAt(p, off)
+	if err == io.EOF || (err == nil && n < len(p)) {
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func (fl *file) WriteAt(p []byte, off int64) (int, error) {
+	var n int
+	apply := func() error {
+		var err error
+		n, err = fl.f.WriteAt(p, off)
+		return err
+	}
+	core := fl.core()
+	if core == nil && fl.role == roleDB {
+		// The first write to an empty file decides whether it is a database.
+		header := p
+		if off != 0 || len(header) == 0 {
+			header = []byte{0}
+		}
+		var err error
+		if core, err = fl.db.Capture(header); err != nil {
+			return 0, sqlite3vfs.IOErrorWrite
+		}
+	}
+	var err error
+	switch {
+	case core == nil:
+		err = apply()
+	case fl.role == roleDB:
+		err = core.WriteDB(off, int64(len(p)), apply)
+	case fl.role == roleWAL:
+		err = core.WriteWAL(off, p, apply)
+	case fl.role == roleJournal:
+		err = core.WriteJournal(off, p, apply)
+	default:
+		err = apply()
+	}
+	if err != nil {
+		fl.v.log.Error("write failed", "file", fl.f.Name(), "err", err)
+		return n, sqlite3vfs.IOErrorWrite
+	}
+	return n, nil
+}
+
+func (fl *file) Truncate(size int64) error {
+	apply := func() error { return fl.f.Truncate(size) }
+	core := fl.core()
+	var err error
+	switch {
+	case core == nil:
+		err = apply()
+	case fl.role == roleWAL:
+		err = core.TruncateWAL(size, apply)
+	case fl.role == roleJournal:
+		err = core.TruncateJournal(size, apply)
+	default:
+		err = apply()
+	}
+	if err != nil {
+		fl.v.log.Error("truncate failed", "file", fl.f.Name(), "err", err)
+		return sqlite3vfs.IOError
+	}
+	return nil
+}
+
+func (fl *file) Sync(flag sqlite3vfs.SyncType) error {
+	if err := fl.f.Sync(); err != nil {
+		return sqlite3vfs.IOError
+	}
+	if fl.core() != nil {
+		// SQLite asked for durability: the staged transactions get it too.
+		if err := fl.v.shipper.Sync(fl.db.Name); err != nil {
+			return sqlite3vfs.IOError
+		}
+	}
+	return nil
+}
+
+func (fl *file) FileSize() (int64, error) {
+	fi, err := fl.f.Stat()
+	if err != nil {
+		return 0, sqlite3vfs.IOError
+	}
+	return fi.Size(), nil
+}
+
+// Close releases the file. The last connection to a database ships its
+// pending transactions before returning, bounded by Config.CloseTimeout.
+func (fl *file) Close() error {
+	_ = fl.Unlock(sqlite3vfs.LockNone)
+	name := fl.f.Name()
+	err := fl.f.Close()
+	if fl.deleteOnClose {
+		os.Remove(name)
+	}
+	if fl.db != nil && fl.role == roleDB {
+		if core := fl.db.Core(); fl.db.Released() && core != nil {
+			if cerr := core.Closed(); cerr != nil {
+				fl.v.log.Error("capture at close failed", "db", fl.db.Name, "err", cerr)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), fl.v.cfg.CloseTimeout)
+			if ferr := fl.v.shipper.FlushDB(ctx, fl.db.Name); ferr != nil {
+				fl.v.log.Warn("pending transactions stay staged and ship at the next start", "db", fl.db.Name, "err", ferr)
+			}
+			cancel()
+		}
+	}
+	if err != nil {
+		return sqlite3vfs.IOError
+	}
+	return nil
+}
+
+// setLock takes (typ F_RDLCK/F_WRLCK) or releases (F_UNLCK) an OFD lock.
+func (fl *file) setLock(typ int16, start, length int64) bool {
+	lk := unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: start, Len: length}
+	return unix.FcntlFlock(uintptr(fl.fd), unix.F_OFD_SETLK, &lk) == nil
+}
+
+// Lock raises the lock as SQLite's unix VFS does (os_unix.c, unixLock).
+func (fl *file) Lock(want sqlite3vfs.LockType) error {
+	if fl.lock >= want {
+		return nil
+	}
+	switch want {
+	case sqlite3vfs.LockShared:
+		if !fl.setLock(unix.F_RDLCK, pendingByte, 1) {
+			return sqlite3vfs.BusyError
+		}
+		ok := fl.setLock(unix.F_RDLCK, sharedFirst, sharedSize)
+		fl.setLock(unix.F_UNLCK, pendingByte, 1)
+		if !ok {
+			return sqlite3vfs.BusyError
+		}
+	case sqlite3vfs.LockReserved:
+		if !fl.setLock(unix.F_WRLCK, reservedByte, 1) {
+			return sqlite3vfs.BusyError
+		}
+	case sqlite3vfs.LockPending, sqlite3vfs.LockExclusive:
+		if fl.lock < sqlite3vfs.LockPending {
+			if !fl.setLock(unix.F_WRLCK, pendingByte, 1) {
+				return sqlite3vfs.BusyError
+			}
+			fl.lock = sqlite3vfs.LockPending
+		}
+		if want == sqlite3vfs.LockExclusive && !fl.setLock(unix.F_WRLCK, sharedFirst, sharedSize) {
+			return sqlite3vfs.BusyError
+		}
+	}
+	fl.lock = want
+	return nil
+}
+
+// Unlock lowers the lock to SHARED or NONE.
+func (fl *file) Unlock(want sqlite3vfs.LockType) error {
+	if fl.lock <= want {
+		return nil
+	}
+	if want == sqlite3vfs.LockShared {
+		if fl.lock > sqlite3vfs.LockShared && !fl.setLock(unix.F_RDLCK, sharedFirst, sharedSize) {
+			return sqlite3vfs.IOError
+		}
+		fl.setLock(unix.F_UNLCK, pendingByte, 2) // PENDING and RESERVED
+	} else {
+		fl.setLock(unix.F_UNLCK, pendingByte, 2+sharedSize)
+	}
+	fl.lock = want
+	return nil
+}
+
+// CheckReservedLock reports whether any connection holds RESERVED or more.
+//
+// sqlite3vfs's cgo bridge inverts this method's result before it reaches
+// SQLite (true becomes 0, "no reserved lock"). The method therefore returns
+// the opposite of the answer, so that SQLite sees the right one; without
+// this, a hot journal left by a crashed writer would never be rolled back.
+func (fl *file) CheckReservedLock() (bool, error) {
+	reserved := fl.lock >= sqlite3vfs.LockReserved
+	if !reserved {
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: reservedByte, Len: 1}
+		if err := unix.FcntlFlock(uintptr(fl.fd), unix.F_OFD_GETLK, &lk); err != nil {
+			return false, sqlite3vfs.IOError
+		}
+		reserved = lk.Type != unix.F_UNLCK
+	}
+	return !reserved, nil
+}
+
+func (fl *file) SectorSize() int64 { return 4096 }
+
+func (fl *file) DeviceCharacteristics() sqlite3vfs.DeviceCharacteristic {
+	return sqlite3vfs.IocapPowersafeOverwrite
+}

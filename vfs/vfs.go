@@ -1,0 +1,299 @@
+// Package vfs is the second front end: a SQLite VFS named by the caller
+// (usually "walsync") on github.com/psanford/sqlite3vfs. Databases opened
+// through it are captured by the same core and shipped by the same shipper as
+// under the FUSE mount, to the same replica layout.
+//
+// Go apps (github.com/mattn/go-sqlite3):
+//
+//	v, err := vfs.New(ctx, vfs.Config{Replica: "file:///backups", Dir: "/var/lib/app"})
+//	defer v.Close(ctx)
+//	err = v.Register("walsync")
+//	db, err := sql.Open("sqlite3", "file:/var/lib/app/app.db?vfs=walsync")
+//
+// Other languages load the extension built by `make ext` (see ./ext).
+//
+// Journal modes: DELETE, TRUNCATE and PERSIST with any number of connections.
+// The library implements io_methods v1 (no shared memory), so WAL needs
+// locking_mode=EXCLUSIVE, set before journal_mode=WAL (with mattn, run the
+// PRAGMAs in that order; its DSN applies _journal_mode first). Without
+// exclusive locking SQLite keeps the database in its rollback journal mode:
+// PRAGMA journal_mode=WAL answers "delete", and nothing is lost.
+//
+// Locks are SQLite's byte-range locks taken as open-file-description (OFD)
+// locks, so they conflict between connections of one process as they do
+// between processes, and with the unix VFS of other processes.
+package vfs
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/psanford/sqlite3vfs"
+	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/dbfiles"
+	"github.com/walsync/walsync/shipper"
+	"github.com/walsync/walsync/storage"
+	_ "github.com/walsync/walsync/storage/file"
+	_ "github.com/walsync/walsync/storage/s3"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures the VFS.
+type Config struct {
+	// Replica is the replica root URL (file:// or s3://). Required.
+	Replica string
+	// Dir: a database at Dir/a/b.db replicates to <Replica>/a/b.db; one
+	// outside Dir to <Replica>/<absolute path without the leading slash>.
+	// Default: the working directory.
+	Dir string
+	// StagingDir holds staged transactions; default Dir/.walsync/staging.
+	StagingDir string
+	// SyncInterval is the batch window per database; default 1s.
+	SyncInterval time.Duration
+	// CloseTimeout bounds the upload of a database's pending transactions
+	// when its last connection closes; default 10s. What is left ships at
+	// the next start.
+	CloseTimeout time.Duration
+	Backend      storage.Options
+	Logger       *slog.Logger
+}
+
+// VFS captures every database opened through it.
+type VFS struct {
+	cfg     Config
+	dir     string
+	shipper *shipper.Shipper
+	reg     *dbfiles.Registry
+	log     *slog.Logger
+}
+
+// New validates the configuration, opens the replica and the staging, and
+// ships what an earlier run left staged.
+func New(ctx context.Context, cfg Config) (*VFS, error) {
+	if cfg.Replica == "" {
+		return nil, errors.New("walsync VFS: no replica configured (set Config.Replica, or WALSYNC_REPLICA for the extension), e.g. file:///var/backups/walsync")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = 10 * time.Second
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		dir = wd
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	client, err := storage.OpenWith(ctx, cfg.Replica, cfg.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("walsync VFS: %w", err)
+	}
+	staging := cfg.StagingDir
+	if staging == "" {
+		staging = filepath.Join(dir, ".walsync", "staging")
+	}
+	sh, err := shipper.New(shipper.Options{Dir: staging, Client: client, SyncInterval: cfg.SyncInterval, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("walsync VFS: %w", err)
+	}
+	return &VFS{cfg: cfg, dir: dir, shipper: sh, reg: dbfiles.NewRegistry(sh, cfg.Logger, nil), log: cfg.Logger}, nil
+}
+
+// Register registers the VFS with SQLite under name.
+func (v *VFS) Register(name string) error {
+	return sqlite3vfs.RegisterVFS(name, v, sqlite3vfs.WithMaxPathName(4096))
+}
+
+// Close uploads what is staged (bounded by ctx) and stops the shipper.
+func (v *VFS) Close(ctx context.Context) error { return v.shipper.Close(ctx) }
+
+// replicaName is the path of a database in the replica.
+func (v *VFS) replicaName(path string) string {
+	if rel, err := filepath.Rel(v.dir, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return filepath.ToSlash(rel)
+	}
+	return strings.TrimPrefix(filepath.ToSlash(path), "/")
+}
+
+type role int
+
+const (
+	rolePlain role = iota
+	roleDB
+	roleWAL
+	roleJournal
+)
+
+func roleOf(flags sqlite3vfs.OpenFlag) role {
+	switch {
+	case flags&sqlite3vfs.OpenMainDB != 0:
+		return roleDB
+	case flags&sqlite3vfs.OpenWAL != 0:
+		return roleWAL
+	case flags&sqlite3vfs.OpenMainJournal != 0:
+		return roleJournal
+	}
+	return rolePlain
+}
+
+// database returns the database a companion file belongs to.
+func (v *VFS) database(path string, r role) *dbfiles.Database {
+	base := path
+	switch r {
+	case roleWAL:
+		base = strings.TrimSuffix(path, "-wal")
+	case roleJournal:
+		base = strings.TrimSuffix(path, "-journal")
+	case rolePlain:
+		return nil
+	}
+	return v.reg.Get(v.replicaName(base), base)
+}
+
+// Open opens a file.
+func (v *VFS) Open(name string, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File, sqlite3vfs.OpenFlag, error) {
+	var f *os.File
+	var err error
+	deleteOnClose := flags&sqlite3vfs.OpenDeleteOnClose != 0
+	if name == "" {
+		f, err = os.CreateTemp("", "walsync-vfs-*")
+		deleteOnClose = true
+	} else {
+		mode := os.O_RDONLY
+		if flags&sqlite3vfs.OpenReadWrite != 0 {
+			mode = os.O_RDWR
+		}
+		if flags&sqlite3vfs.OpenCreate != 0 {
+			mode |= os.O_CREATE
+		}
+		if flags&sqlite3vfs.OpenExclusive != 0 {
+			mode |= os.O_EXCL
+		}
+		f, err = os.OpenFile(name, mode, 0o644)
+	}
+	if err != nil {
+		return nil, 0, sqlite3vfs.CantOpenError
+	}
+	r := rolePlain
+	if name != "" {
+		r = roleOf(flags)
+	}
+	fl := &file{v: v, f: f, fd: int(f.Fd()), role: r, db: v.database(name, r), deleteOnClose: deleteOnClose}
+	if fl.db != nil {
+		fl.db.Files.Invalidate(kindOf(r))
+		switch r {
+		case roleDB:
+			if _, err := fl.db.Capture(nil); err != nil {
+				f.Close()
+				return nil, 0, sqlite3vfs.CantOpenError
+			}
+			fl.db.Opened()
+		case roleJournal:
+			if core := fl.db.Core(); core != nil {
+				if err := core.JournalOpened(); err != nil {
+					f.Close()
+					return nil, 0, sqlite3vfs.IOError
+				}
+			}
+		}
+	}
+	return fl, flags, nil
+}
+
+func kindOf(r role) capture.Kind {
+	switch r {
+	case roleWAL:
+		return capture.WALFile
+	case roleJournal:
+		return capture.JournalFile
+	}
+	return capture.DBFile
+}
+
+// Delete removes a file; deleting a -journal or -wal is a capture event.
+func (v *VFS) Delete(name string, dirSync bool) error {
+	r := rolePlain
+	switch {
+	case strings.HasSuffix(name, "-journal"):
+		r = roleJournal
+	case strings.HasSuffix(name, "-wal"):
+		r = roleWAL
+	}
+	remove := func() error { return os.Remove(name) }
+	var err error
+	d := v.database(name, r)
+	var core *capture.DB
+	if d != nil {
+		core = d.Core()
+	}
+	switch {
+	case core == nil:
+		err = remove()
+	case r == roleJournal:
+		err = core.RemoveJournal(remove)
+	case r == roleWAL:
+		err = core.RemoveWAL(remove)
+	}
+	if d != nil {
+		d.Files.Invalidate(kindOf(r))
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // SQLite tolerates a missing file (SQLITE_IOERR_DELETE_NOENT)
+	} else if err != nil {
+		v.log.Error("delete failed", "file", name, "err", err)
+		return sqlite3vfs.IOError
+	}
+	if dirSync {
+		if dir, err := os.Open(filepath.Dir(name)); err == nil {
+			_ = dir.Sync()
+			dir.Close()
+		}
+	}
+	return nil
+}
+
+// Access tests for a file.
+func (v *VFS) Access(name string, flags sqlite3vfs.AccessFlag) (bool, error) {
+	switch flags {
+	case sqlite3vfs.AccessExists:
+		_, err := os.Stat(name)
+		return err == nil, nil
+	case sqlite3vfs.AccessReadWrite:
+		return unix.Access(name, unix.R_OK|unix.W_OK) == nil, nil
+	default:
+		return unix.Access(name, unix.R_OK) == nil, nil
+	}
+}
+
+// FullPathname returns the absolute path of name.
+func (v *VFS) FullPathname(name string) string {
+	if abs, err := filepath.Abs(name); err == nil {
+		return abs
+	}
+	return name
+}
+
+// Randomness, Sleep and CurrentTime complete sqlite3vfs.ExtendedVFSv1.
+func (v *VFS) Randomness(b []byte) int {
+	n, _ := io.ReadFull(rand.Reader, b)
+	return n
+}
+
+func (v *VFS) Sleep(d time.Duration) { time.Sleep(d) }
+
+func (v *VFS) CurrentTime() time.Time { return time.Now() }
