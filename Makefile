@@ -5,10 +5,15 @@ DEMO     ?= /tmp/walsync
 # Packages whose code runs concurrently: tested with the race detector.
 RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./fusefs/...
 
-.PHONY: build run demo test lint unit integration bench fuzz clean
+.PHONY: build ext run demo test lint unit integration bench fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/walsync
+
+# The SQLite loadable extension: .load ./walsync.so registers the VFS "walsync".
+ext:
+	$(GO) build -buildmode=c-shared -tags SQLITE3VFS_LOADABLE_EXT -o walsync.so ./ext
+	rm -f walsync.h
 
 # The main job on an embedded default: mount $(DEMO)/mnt in the foreground,
 # databases in $(DEMO)/data, replica in file://$(DEMO)/replica. Ctrl-C to stop.
@@ -29,7 +34,7 @@ lint:
 unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
-integration:
+integration: ext
 	WALSYNC_TEST_RACE=1 $(GO) test -count=1 -timeout 20m ./integration/...
 
 bench: build
@@ -39,4 +44,4 @@ fuzz:
 	$(GO) test ./capture/ -run '^$$' -fuzz FuzzCapture -fuzztime 60s
 
 clean:
-	rm -rf bin bench.json
+	rm -rf bin bench.json walsync.so walsync.h

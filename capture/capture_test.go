@@ -1011,14 +1011,18 @@ func TestWALEmptyDatabase(t *testing.T) {
 	const ps = 1024
 	files := &memFiles{}
 	files.setSize(capture.DBFile, 0)
+	// The WAL header exists at Open (an empty database file without one is
+	// TestOpenEmptyDatabase).
+	w := &walWriter{ps: ps, salt1: 7, salt2: 8}
+	files.put(capture.WALFile, 0, w.header())
 	h := newHarness(t, files)
 	h.mustOpen(capture.Pos{})
 	if len(h.txs) != 0 {
 		t.Fatalf("empty database captured %+v", h.txs)
 	}
 	h.check("open")
-	w := &walWriter{ps: ps, salt1: 7, salt2: 8}
 	s := &sqliteWAL{h: h, w: w, next: 1}
+	// The same header written again changes nothing.
 	h.must(h.writeWAL(0, w.header()))
 	h.check("header")
 	tx := s.commitTx(2, framePage{2, fillPage(ps, 2, 1)}, framePage{1, page1(ps, true, 1, 2, 1)})
@@ -1035,7 +1039,7 @@ func TestWALEmptyDatabase(t *testing.T) {
 func TestWALUncommittedAndInvalidFrames(t *testing.T) {
 	const ps = 1024
 	h, s := setupWAL(t, ps, false, 3)
-	s.commitTx(3, framePage{2, fillPage(ps, 2, 1)})
+	s.commitTx(3, framePage{2, fillPage(ps, 2, 1001)})
 	base := h.check("base")
 	fsz := s.w.fsz()
 
@@ -1140,7 +1144,7 @@ func TestWALUncommittedAndInvalidFrames(t *testing.T) {
 func TestWALGarbageHeader(t *testing.T) {
 	const ps = 512
 	h, s := setupWAL(t, ps, false, 2)
-	s.commitTx(2, framePage{2, fillPage(ps, 2, 1)})
+	s.commitTx(2, framePage{2, fillPage(ps, 2, 1001)})
 	checkpoint(h)
 	if got := h.ntx(func() { h.must(h.writeWAL(0, fillPage(64, 0, 3))) }); len(got) != 0 {
 		t.Fatalf("garbage header captured %+v", got)
@@ -1233,7 +1237,7 @@ func TestWALRestart(t *testing.T) {
 func TestWALInPlaceRewrite(t *testing.T) {
 	const ps = 1024
 	h, s := setupWAL(t, ps, false, 3)
-	s.commitTx(3, framePage{2, fillPage(ps, 2, 1)})
+	s.commitTx(3, framePage{2, fillPage(ps, 2, 1001)})
 	m0 := h.check("base")
 
 	expectNone := func(what string, fn func()) {
@@ -1298,7 +1302,7 @@ func TestWALSplitWrites(t *testing.T) {
 	h, s := setupWAL(t, ps, false, 2)
 	m := h.mustModel()
 	frames := [][]byte{
-		s.w.frame(2, 0, fillPage(ps, 2, 1)),
+		s.w.frame(2, 0, fillPage(ps, 2, 1001)),
 		s.w.frame(3, 0, fillPage(ps, 3, 1)),
 		s.w.frame(1, 3, nextPage1(m, 3, 1)),
 	}
@@ -1485,17 +1489,22 @@ func TestJournalModes(t *testing.T) {
 	}
 }
 
-// TestJournalEmptyDatabase: a database created under a rollback journal.
+// TestJournalEmptyDatabase: a database created under a rollback journal. As
+// in the front ends, the DB is opened by the first write to the empty
+// database file, the journal being live by then.
 func TestJournalEmptyDatabase(t *testing.T) {
 	const ps = 4096
 	files := &memFiles{}
 	files.setSize(capture.DBFile, 0)
+	files.put(capture.JournalFile, 0, journalHeader(ps, 0))
+	files.put(capture.JournalFile, 0, journalMagicHeader(1))
 	h := newHarness(t, files)
 	h.ps = ps
 	h.mustOpen(capture.Pos{})
-	h.check("open")
-	journalBegin(h, 0)
 	h.must(h.writeDB(0, newDB(ps, false, 2, 1)))
+	if len(h.txs) != 0 {
+		t.Fatalf("captured %+v under a live journal", h.txs)
+	}
 	h.must(h.removeJournal())
 	if len(h.txs) != 1 || !h.txs[0].Full || h.txs[0].Commit != 2 {
 		t.Fatalf("txs %+v", h.txs)
@@ -1677,7 +1686,7 @@ func TestOpen(t *testing.T) {
 func TestSinkErrorWAL(t *testing.T) {
 	const ps = 1024
 	h, s := setupWAL(t, ps, false, 2)
-	s.commitTx(2, framePage{2, fillPage(ps, 2, 1)})
+	s.commitTx(2, framePage{2, fillPage(ps, 2, 1001)})
 	before := h.check("before")
 	pos := h.db.Pos()
 
@@ -1791,9 +1800,11 @@ func TestSinkErrorJournal(t *testing.T) {
 		if !h.files.journalLive() || h.db.Pos() != pos {
 			t.Fatal("state advanced")
 		}
-		t.Skip("BUG: capture/db.go finalize clears d.dirty (and d.unjournaled) before emit; after a failed Sink the retried " +
-			"RemoveJournal finds no dirty pages and captures nothing, leaving db.Checksum() stale")
 		h.must(h.removeJournal())
+		if len(h.txs) == 1 {
+			t.Skip("BUG: capture/db.go finalize clears d.dirty before emit; after a failed Sink the retried " +
+				"RemoveJournal finds no dirty page and captures nothing, db.Checksum() no longer matches the database")
+		}
 		if tx := h.last(); tx.TXID != pos.TXID+1 || !slices.Equal(tx.Pgnos, []uint32{1, 2}) {
 			t.Fatalf("retried tx %+v", tx)
 		}
@@ -1813,9 +1824,11 @@ func TestSinkErrorJournal(t *testing.T) {
 		if h.db.Pos() != pos {
 			t.Fatal("state advanced")
 		}
-		t.Skip("BUG: capture/db.go finalize clears d.dirty and d.unjournaled before emit; after a failed Sink at Closed " +
-			"the unjournaled changes are never captured (a later Closed does nothing)")
 		h.must(h.db.Closed())
+		if len(h.txs) == 1 {
+			t.Skip("BUG: capture/db.go finalize clears d.dirty and d.unjournaled before emit; after a failed Sink at " +
+				"Closed the unjournaled changes are never captured (the next Closed does nothing)")
+		}
 		if tx := h.last(); tx.TXID != pos.TXID+1 || !slices.Equal(tx.Pgnos, []uint32{2}) {
 			t.Fatalf("retried tx %+v", tx)
 		}
@@ -1886,8 +1899,8 @@ func TestUnjournaledWrites(t *testing.T) {
 
 // TestWriteJournalApplyError: the header-zeroing write of a PERSIST journal is
 // captured before it is applied; when applying it fails the journal is still
-// live and SQLite rolls it back, which must be captured like any journaled
-// change (TruncateJournal and RemoveJournal re-read the journal in that case).
+// live and SQLite rolls it back (its handle still open, no JournalOpened),
+// which must be captured like any journaled change.
 func TestWriteJournalApplyError(t *testing.T) {
 	const ps = 512
 	files := &memFiles{}
@@ -1910,10 +1923,8 @@ func TestWriteJournalApplyError(t *testing.T) {
 	h.check("captured") // the journal is live, but the database holds the transaction
 	// SQLite rolls the journal back (its handle still open) and zeroes it.
 	h.must(h.writeDB(0, orig))
-	if h.instWarns != 0 {
-		t.Skip("BUG: capture/db.go WriteJournal leaves journalLive false when apply fails after the commit was " +
-			"finalized, unlike TruncateJournal/RemoveJournal; the rollback writes are taken for journal_mode OFF " +
-			"writes (spurious warning) and captured only at Closed: " + strings.Join(h.warns, "; "))
+	if len(h.warns) != 0 {
+		t.Fatalf("rollback writes under the still-live journal warned: %q", h.warns)
 	}
 	journalEnd(h, modePersist)
 	if len(h.txs) != 3 {
@@ -1926,7 +1937,7 @@ func TestWriteJournalApplyError(t *testing.T) {
 func TestConcurrentUse(t *testing.T) {
 	const ps = 512
 	h, s := setupWAL(t, ps, false, 2)
-	s.commitTx(2, framePage{2, fillPage(ps, 2, 1)})
+	s.commitTx(2, framePage{2, fillPage(ps, 2, 1001)})
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ {
 		wg.Add(1)
@@ -1942,4 +1953,64 @@ func TestConcurrentUse(t *testing.T) {
 		s.commitTx(2, framePage{2, fillPage(ps, 2, uint64(10+i))})
 	}
 	wg.Wait()
+}
+
+// TestOpenEmptyDatabase: an empty or missing database file with neither a live
+// journal nor a WAL. dbfiles.Capture opens the DB at the first write of page 1
+// to an empty file, so this is how journal_mode OFF/MEMORY databases start;
+// and a crash in the first transaction of a new database leaves a hot journal
+// whose rollback truncates the file back to empty.
+func TestOpenEmptyDatabase(t *testing.T) {
+	const ps = 1024
+	for _, name := range []string{"empty", "missing", "hot-journal-to-empty"} {
+		t.Run(name, func(t *testing.T) {
+			files := &memFiles{}
+			switch name {
+			case "empty":
+				files.setSize(capture.DBFile, 0)
+			case "hot-journal-to-empty":
+				files.put(capture.DBFile, 0, newDB(ps, false, 1, 1))
+				files.put(capture.JournalFile, 0, journalHeader(ps, 0))
+				files.put(capture.JournalFile, 0, journalMagicHeader(1))
+			}
+			h := newHarness(t, files)
+			// panics runs fn and returns what it panicked with.
+			panics := func(fn func()) (p any) {
+				defer func() { p = recover() }()
+				fn()
+				return nil
+			}
+			var err error
+			if p := panics(func() { err = h.open(capture.Pos{}) }); p != nil {
+				t.Skipf("BUG: capture.Open panics on an empty database file without a live journal or WAL: %v "+
+					"(db.go establish calls ltx.LockPgno(d.pageSize) with page size 0)", p)
+			}
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			if name == "hot-journal-to-empty" {
+				// SQLite rolls the creation back.
+				h.must(h.db.JournalOpened())
+				files.setSize(capture.DBFile, 0)
+				if p := panics(func() { err = h.removeJournal() }); p != nil {
+					t.Skipf("BUG: the end of a hot journal that leaves the database empty panics: %v "+
+						"(db.go finalize -> establish calls ltx.LockPgno(d.pageSize) with page size 0)", p)
+				}
+				if err != nil {
+					t.Fatalf("RemoveJournal: %v", err)
+				}
+			}
+			if len(h.txs) != 0 {
+				t.Fatalf("an empty database captured %+v", h.txs)
+			}
+			h.check("open")
+			// journal_mode OFF: page 1 written, the database closed.
+			h.must(h.writeDB(0, newDB(ps, false, 2, 1)))
+			h.must(h.db.Closed())
+			if len(h.txs) != 1 || !h.txs[0].Full || h.txs[0].Commit != 2 {
+				t.Fatalf("created database captured %+v", h.txs)
+			}
+			h.check("closed")
+		})
+	}
 }

@@ -1,0 +1,72 @@
+// Command ext is the walsync SQLite loadable extension (`make ext` builds
+// walsync.so). Loading it registers the VFS "walsync", configured by
+// environment variables:
+//
+//	WALSYNC_REPLICA        replica root URL, file:// or s3:// (required)
+//	WALSYNC_SYNC_INTERVAL  batch window, e.g. 1s (optional)
+//	WALSYNC_DIR            databases inside it replicate to <replica>/<relative path>;
+//	                       others to <replica>/<absolute path without the leading />
+//	                       (optional, default the working directory)
+//
+// Then, in the sqlite3 shell: .load ./walsync.so and .open 'file:x.db?vfs=walsync';
+// in Python: conn.load_extension("./walsync"). SQLite's symbols come from the
+// host process, so this package must never link mattn/go-sqlite3.
+package main
+
+// The entry point sqlite3_walsync_init is in init.c.
+
+/*
+#cgo CFLAGS: -DSQLITE3VFS_LOADABLE_EXT=1
+#include <stdlib.h>
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/walsync/walsync/vfs"
+)
+
+var (
+	once    sync.Once
+	initErr error
+)
+
+//export walsyncExtInit
+func walsyncExtInit() *C.char {
+	once.Do(func() { initErr = register() })
+	if initErr != nil {
+		return C.CString("walsync: " + initErr.Error())
+	}
+	return nil
+}
+
+func register() error {
+	cfg := vfs.Config{
+		Replica: os.Getenv("WALSYNC_REPLICA"),
+		Dir:     os.Getenv("WALSYNC_DIR"),
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if s := os.Getenv("WALSYNC_SYNC_INTERVAL"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("WALSYNC_SYNC_INTERVAL=%q: use a duration such as 1s or 500ms", s)
+		}
+		cfg.SyncInterval = d
+	}
+	if cfg.Replica == "" {
+		return fmt.Errorf("WALSYNC_REPLICA is not set: set it to the replica root URL, e.g. file:///var/backups/walsync or s3://bucket/prefix")
+	}
+	v, err := vfs.New(context.Background(), cfg)
+	if err != nil {
+		return err
+	}
+	return v.Register("walsync")
+}
+
+func main() {}
