@@ -262,3 +262,11 @@ c.close()
 		t.Fatalf("replica: %q", got)
 	}
 }
+
+// TestExampleVFS runs the README's Go example.
+func TestExampleVFS(t *testing.T) {
+	out, err := exec.Command("go", "run", "../examples/vfs").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ": 2 notes") {
+		t.Fatalf("go run ./examples/vfs: %v\n%s", err, out)
+	}
+}
