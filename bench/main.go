@@ -51,6 +51,7 @@ type results struct {
 	Write writeResult `json:"mount_wal_small_tx"`
 	RSS   rssResult   `json:"rss_100_open_dbs_mb"`
 	S3    s3Result    `json:"s3_100_dbs_20_tx_per_s"`
+	VFS   []vfsResult `json:"vfs_small_tx"`
 }
 
 type writeResult struct {
@@ -153,6 +154,9 @@ func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
 	}
 	dbs = nil
 	if res.S3, err = measureS3(ctx, bin, root, *s3Duration); err != nil {
+		return err
+	}
+	if res.VFS, err = measureVFS(ctx, root, dur); err != nil {
 		return err
 	}
 
@@ -301,6 +305,10 @@ func report(r results) {
 	fmt.Fprintf(tw, "ratio mount/plain\t%.3f\t>= %.1f\t%s\n", r.Write.Ratio, targetRatio, verdict(r.Write.Pass))
 	fmt.Fprintf(tw, "RSS, %d open dbs (VmRSS)\t%.1f MB\t< %.0f MB\t%s\n", openDBs, r.RSS.RSS, targetRSSMB, verdict(r.RSS.Pass))
 	fmt.Fprintf(tw, "peak RSS (VmHWM)\t%.1f MB\t\t\n", r.RSS.Peak)
+	for _, v := range r.VFS {
+		fmt.Fprintf(tw, "VFS %s: plain / walsync tx/s\t%.0f / %.0f\t\t\n", v.Mode, v.Plain, v.VFS)
+		fmt.Fprintf(tw, "VFS %s: ratio\t%.3f\t>= %.1f\t%s\n", v.Mode, v.Ratio, v.Target, verdict(v.Pass))
+	}
 	fmt.Fprintf(tw, "S3: transactions (%d dbs x %d tx/s)\t%d\t\t\n", s3DBs, s3Rate, r.S3.Transactions)
 	fmt.Fprintf(tw, "S3: PUTs per 1,000 transactions\t%.1f\t~ dbs/interval\t\n", r.S3.PUTsPer1000Tx)
 	fmt.Fprintf(tw, "S3: PUTs per second\t%.1f\t~ %d\t\n", r.S3.PUTsPerSecond, s3DBs)

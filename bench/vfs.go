@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/walsync/walsync/vfs"
+)
+
+const targetVFSRatio = 0.7
+
+type vfsResult struct {
+	Mode   string  `json:"mode"`
+	Plain  float64 `json:"plain_tx_per_s"`
+	VFS    float64 `json:"vfs_tx_per_s"`
+	Ratio  float64 `json:"ratio"`
+	Target float64 `json:"target_min"`
+	Pass   bool    `json:"pass"`
+}
+
+// measureVFS runs the small-transaction workload with the same driver
+// (mattn/go-sqlite3) on the plain unix VFS and through the walsync VFS, in
+// DELETE mode and in exclusive WAL mode (synchronous=NORMAL).
+func measureVFS(ctx context.Context, root string, dur time.Duration) ([]vfsResult, error) {
+	dir := filepath.Join(root, "vfs")
+	v, err := vfs.New(ctx, vfs.Config{Replica: "file://" + filepath.Join(root, "vfs-replica"), Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close(context.Background())
+	if err := v.Register("walsync"); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	modes := []struct {
+		name    string
+		pragmas []string
+	}{
+		{"DELETE", []string{"PRAGMA journal_mode=DELETE", "PRAGMA synchronous=NORMAL"}},
+		{"WAL exclusive", []string{"PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"}},
+	}
+	var out []vfsResult
+	for mi, m := range modes {
+		var plains, vfss []float64
+		for i := 1; i <= runs; i++ {
+			for _, side := range []struct {
+				name, query string
+				into        *[]float64
+			}{{"plain", "", &plains}, {"vfs", "vfs=walsync&", &vfss}} {
+				path := filepath.Join(dir, fmt.Sprintf("%s-m%d-run%d.db", side.name, mi, i))
+				db, err := sql.Open("sqlite3", "file:"+path+"?"+side.query+"_busy_timeout=5000")
+				if err != nil {
+					return nil, err
+				}
+				db.SetMaxOpenConns(1)
+				tps, err := timedInserts(ctx, db, m.pragmas, dur)
+				db.Close()
+				if err != nil {
+					return nil, fmt.Errorf("%s %s run %d: %w", m.name, side.name, i, err)
+				}
+				fmt.Fprintf(os.Stderr, "%s %s run %d/%d: %.0f tx/s\n", m.name, side.name, i, runs, tps)
+				*side.into = append(*side.into, tps)
+			}
+		}
+		r := vfsResult{Mode: m.name, Plain: median(plains), VFS: median(vfss), Target: targetVFSRatio}
+		r.Ratio = r.VFS / r.Plain
+		r.Pass = r.Ratio >= targetVFSRatio
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func timedInserts(ctx context.Context, db *sql.DB, pragmas []string, dur time.Duration) (float64, error) {
+	for _, p := range pragmas {
+		if _, err := db.Exec(p); err != nil {
+			return 0, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	if _, err := db.Exec(`CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
+		return 0, err
+	}
+	n, start := 0, time.Now()
+	for time.Since(start) < dur {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if _, err := db.Exec(`INSERT INTO t(v) VALUES(randomblob(100))`); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
