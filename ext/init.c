@@ -1,3 +1,5 @@
+//go:build SQLITE3VFS_LOADABLE_EXT
+
 // The entry point SQLite finds by the file name walsync.so.
 #include <stdlib.h>
 #include <sqlite3ext.h>

@@ -1,3 +1,5 @@
+//go:build SQLITE3VFS_LOADABLE_EXT
+
 // Command ext is the walsync SQLite loadable extension (`make ext` builds
 // walsync.so). Loading it registers the VFS "walsync", configured by
 // environment variables:

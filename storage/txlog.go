@@ -110,12 +110,14 @@ func (tw *TxRecordWriter) Close() error {
 	return tw.w.Flush()
 }
 
-// ReadTxLog reads and verifies the records of a log of the given size. It
-// returns the valid records and the offset just past the last one; a torn or
-// corrupt tail is an error only when strict is true.
+// ReadTxLog reads and verifies the records of a log of the given size, in
+// one sequential pass. It returns the valid records and the offset just past
+// the last one; a torn or corrupt tail is an error only when strict is true.
 func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int64, err error) {
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<20)
+	crc := crc64.New(crcTable)
 	for end < size {
-		rec, err := readTxRecord(r, end, size)
+		rec, err := readTxRecord(br, crc, end, size)
 		if err != nil {
 			if strict {
 				return recs, end, errors.Join(ErrCorrupt, fmt.Errorf("transaction record at offset %d: %w", end, err))
@@ -128,9 +130,10 @@ func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int
 	return recs, end, nil
 }
 
-func readTxRecord(r io.ReaderAt, off, size int64) (TxRecord, error) {
+// readTxRecord reads the record at off from br, positioned there.
+func readTxRecord(br *bufio.Reader, crc hash.Hash64, off, size int64) (TxRecord, error) {
 	var h [TxRecordHeadSize]byte
-	if _, err := r.ReadAt(h[:], off); err != nil {
+	if _, err := io.ReadFull(br, h[:]); err != nil {
 		return TxRecord{}, err
 	}
 	if string(h[:4]) != txLogMagic {
@@ -152,12 +155,13 @@ func readTxRecord(r io.ReaderAt, off, size int64) (TxRecord, error) {
 	if rec.End() > size {
 		return TxRecord{}, errors.New("truncated")
 	}
-	crc := crc64.New(crcTable)
-	if _, err := io.Copy(crc, io.NewSectionReader(r, off, rec.Size()-txRecordTailSize)); err != nil {
+	crc.Reset()
+	crc.Write(h[:])
+	if _, err := io.CopyN(crc, br, rec.Size()-TxRecordHeadSize-txRecordTailSize); err != nil {
 		return TxRecord{}, err
 	}
 	var tail [txRecordTailSize]byte
-	if _, err := r.ReadAt(tail[:], rec.End()-txRecordTailSize); err != nil {
+	if _, err := io.ReadFull(br, tail[:]); err != nil {
 		return TxRecord{}, err
 	}
 	if binary.BigEndian.Uint64(tail[:]) != crc.Sum64() {
