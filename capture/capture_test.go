@@ -183,11 +183,7 @@ func (w *walWriter) header() []byte {
 	}
 	be.PutUint32(b[0:], magic)
 	be.PutUint32(b[4:], 3007000)
-	ps := uint32(w.ps)
-	if ps == 65536 {
-		ps = 1
-	}
-	be.PutUint32(b[8:], ps)
+	be.PutUint32(b[8:], uint32(w.ps)) // SQLite writes 65536 as is here
 	be.PutUint32(b[12:], w.ckptSeq)
 	be.PutUint32(b[16:], w.salt1)
 	be.PutUint32(b[20:], w.salt2)
@@ -322,6 +318,7 @@ type model struct {
 	walCksum  [2]uint32 // running checksum at walEnd
 	walCommit uint32    // database size of the last valid commit, 0 if none
 	walPages  map[uint32][]byte
+	walAny    map[uint32]bool // pages with a frame up to the last commit
 }
 
 func (m *model) pages() int {
@@ -420,7 +417,9 @@ func computeModel(f *memFiles) (*model, error) {
 	if m.walCommit != 0 {
 		nPages = int(m.walCommit)
 		m.walPages = map[uint32][]byte{}
+		m.walAny = map[uint32]bool{}
 		for pgno, data := range overlay {
+			m.walAny[pgno] = true
 			if pgno <= m.walCommit {
 				m.walPages[pgno] = data
 			}
@@ -486,6 +485,7 @@ type harness struct {
 	db    *capture.DB
 
 	sinkErr   error // returned by the sink when set
+	failOnce  bool  // the next sink call returns errBoom
 	sinkCalls int
 
 	txs      []txRecord
@@ -556,6 +556,10 @@ func (h *harness) sink(tx *capture.Tx) error {
 	h.sinkCalls++
 	if h.sinkErr != nil {
 		return h.sinkErr
+	}
+	if h.failOnce {
+		h.failOnce = false
+		return errBoom
 	}
 	if tx.TXID != h.nextTXID {
 		h.fatalf("tx TXID %d, want %d", tx.TXID, h.nextTXID)
@@ -944,6 +948,7 @@ func TestWALCommits(t *testing.T) {
 		{"ps1024-le", 1024, false},
 		{"ps512-be", 512, true},
 		{"ps4096-le", 4096, false},
+		{"ps65536-be", 65536, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, s := setupWAL(t, tc.ps, tc.bigEndian, 2)
@@ -1089,10 +1094,12 @@ func TestWALUncommittedAndInvalidFrames(t *testing.T) {
 	b, _ = s.w.encodeFrame(good, 0, 3, data)
 	expectNone("page 0", func() { h.must(h.writeWAL(off, b)) })
 
-	// The right header, then page data other than the checksummed one.
-	b, _ = s.w.encodeFrame(good, 3, 3, data)
+	// A right header (the slot still holds other page data), then page
+	// data other than the checksummed one.
+	b, _ = s.w.encodeFrame(good, 3, 3, fillPage(ps, 3, 104))
 	expectNone("header", func() { h.must(h.writeWAL(off, b[:frameHdrSize])) })
 	expectNone("other data", func() { h.must(h.writeWAL(off+frameHdrSize, fillPage(ps, 3, 102))) })
+	b, _ = s.w.encodeFrame(good, 3, 3, data)
 
 	// A commit frame whose chain continues from a corrupted frame: an
 	// earlier frame of the transaction (slot-1) gets different data.
@@ -1714,15 +1721,40 @@ func TestSinkErrorWAL(t *testing.T) {
 	}
 	h.check("after failure") // SQLite's recovery no longer sees the commit
 
-	// SQLite retries the transaction from its first frame.
+	// SQLite retries the transaction from its first frame. The commit
+	// frame's page data is still in place from the failed attempt, so the
+	// commit is complete (and captured) as soon as its header is written
+	// again; exactly one transaction either way.
 	s.next, s.w.cksum = first, cks
-	tx := s.commitTx(3, frames...)
-	if tx.TXID != pos.TXID+1 {
-		t.Fatalf("retried tx %+v, want TXID %d", tx, pos.TXID+1)
+	var got []txRecord
+	for i, fp := range frames {
+		c := uint32(0)
+		if i == len(frames)-1 {
+			c = 3
+		}
+		hdr, data := s.writeFrame(fp.pgno, c, fp.data)
+		got = append(append(got, hdr...), data...)
 	}
-	// And the retried data happens to validate already at its header write
-	// when the data is unchanged: exactly one transaction either way.
+	if len(got) != 1 || got[0].TXID != pos.TXID+1 || !slices.Equal(got[0].Pgnos, []uint32{1, 3}) {
+		t.Fatalf("retry captured %+v, want one transaction %d", got, pos.TXID+1)
+	}
+	h.check("retried")
+	// A retry with other content is captured at its commit frame's data.
 	s.commitTx(3, framePage{2, fillPage(ps, 2, 3)})
+	m := h.mustModel()
+	first, cks = s.next, s.w.cksum
+	s.writeFrame(3, 0, fillPage(ps, 3, 4))
+	b = s.w.frame(1, 3, nextPage1(m, 3, 4))
+	off = s.w.frameOff(s.next)
+	h.must(h.writeWAL(off, b[:frameHdrSize]))
+	h.sinkErr = errBoom
+	if err := h.writeWAL(off+frameHdrSize, b[frameHdrSize:]); !errors.Is(err, errBoom) {
+		t.Fatalf("WriteWAL with a failing sink = %v", err)
+	}
+	h.sinkErr = nil
+	h.check("second failure")
+	s.next, s.w.cksum = first, cks
+	s.commitTx(3, framePage{3, fillPage(ps, 3, 5)}, framePage{1, nextPage1(m, 3, 5)})
 }
 
 func TestSinkErrorJournal(t *testing.T) {
@@ -2012,5 +2044,90 @@ func TestOpenEmptyDatabase(t *testing.T) {
 			}
 			h.check("closed")
 		})
+	}
+}
+
+// TestJournalPageSizeChange: VACUUM with a new page_size under a rollback
+// journal rewrites every page; the transaction is shipped in full.
+func TestJournalPageSizeChange(t *testing.T) {
+	files := &memFiles{}
+	files.put(capture.DBFile, 0, newDB(1024, false, 4, 1))
+	h := newHarness(t, files)
+	h.mustOpen(capture.Pos{})
+	h.check("open")
+	prev := h.last()
+	journalBegin(h, 4)
+	h.must(h.writeDB(0, newDB(512, false, 6, 2)))
+	h.files.setSize(capture.DBFile, 6*512)
+	h.must(h.removeJournal())
+	tx := h.last()
+	if tx.TXID != 2 || !tx.Full || tx.PageSize != 512 || tx.Commit != 6 || tx.PreChecksum != prev.PostChecksum {
+		t.Fatalf("VACUUM tx %+v", tx)
+	}
+	h.check("vacuum")
+	m := h.mustModel()
+	journalBegin(h, 6)
+	h.must(h.writeDB(512, fillPage(512, 2, 3)))
+	h.must(h.writeDB(0, nextPage1(m, 6, 3)))
+	h.must(h.removeJournal())
+	if tx := h.last(); tx.TXID != 3 || tx.Full || !slices.Equal(tx.Pgnos, []uint32{1, 2}) {
+		t.Fatalf("tx %+v", tx)
+	}
+	h.check("after")
+}
+
+// TestWALInvalidEarlierFrame: the commit frame is fine, an earlier frame of
+// its transaction has a valid checksum chain but the wrong salts, or page
+// number zero: SQLite's recovery stops there, so nothing commits.
+func TestWALInvalidEarlierFrame(t *testing.T) {
+	const ps = 512
+	for _, bad := range []string{"salt1", "salt2", "pgno0"} {
+		t.Run(bad, func(t *testing.T) {
+			h, s := setupWAL(t, ps, false, 2)
+			s.commitTx(2, framePage{2, fillPage(ps, 2, 1001)})
+			m := h.mustModel()
+			first, cks := s.next, s.w.cksum
+			other := *s.w
+			pgno := uint32(2)
+			switch bad {
+			case "salt1":
+				other.salt1++
+			case "salt2":
+				other.salt2++
+			case "pgno0":
+				pgno = 0
+			}
+			// Frame 1 of the transaction, encoded with the running
+			// checksum but the wrong salts or page number.
+			b, next := other.encodeFrame(s.w.cksum, pgno, 0, fillPage(ps, 2, 2))
+			s.w.cksum = next
+			s.next++
+			h.must(h.writeWAL(s.w.frameOff(first), b))
+			if hdr, d := s.writeFrame(1, 2, nextPage1(m, 2, 2)); len(hdr)+len(d) != 0 {
+				t.Fatalf("commit after an invalid frame captured %+v", append(hdr, d...))
+			}
+			h.check("after")
+			s.next, s.w.cksum = first, cks
+			s.commitTx(2, framePage{2, fillPage(ps, 2, 3)}, framePage{1, nextPage1(m, 2, 3)})
+		})
+	}
+}
+
+// TestWALGrowWithoutFrame: a commit that grows the database over pages it has
+// no frame for (and no earlier frame in the WAL has): SQLite reads them from
+// the database file.
+func TestWALGrowWithoutFrame(t *testing.T) {
+	const ps = 1024
+	h, s := setupWAL(t, ps, false, 4)
+	m := h.mustModel()
+	s.commitTx(2, framePage{1, nextPage1(m, 2, 1)})
+	m = h.mustModel()
+	tx := s.commitTx(4, framePage{1, nextPage1(m, 4, 2)})
+	if !slices.Equal(tx.Pgnos, []uint32{1, 3, 4}) {
+		t.Fatalf("tx %+v", tx)
+	}
+	m = h.mustModel()
+	if !bytes.Equal(m.page(4), fillPage(ps, 4, 1)) {
+		t.Fatal("model: page 4 is not the database file's")
 	}
 }

@@ -2,6 +2,7 @@ package capture_test
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"testing"
 
@@ -33,9 +34,36 @@ func FuzzCapture(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
+	// Longer pseudo-random inputs for every start: page size, checksum
+	// byte order, journal mode, empty database, stale position.
+	for b0 := 0; b0 < 32; b0 += 3 {
+		f.Add(randomInput(uint64(b0), byte(b0), 400))
+	}
+	f.Add(randomInput(99, 0x05|0x20, 1500))
+	f.Add(randomInput(98, 0x00|0x40, 1500))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		runFuzz(t, in)
 	})
+}
+
+// randomInput is a deterministic pseudo-random fuzz input starting with b0.
+func randomInput(seed uint64, b0 byte, n int) []byte {
+	b := fillPage((n+7)&^7, 0, seed+1)[:n]
+	b[0] = b0
+	return b
+}
+
+// TestCaptureRandomSequences runs the FuzzCapture driver over pseudo-random
+// inputs, so that a plain go test covers long operation sequences.
+func TestCaptureRandomSequences(t *testing.T) {
+	n := 120
+	if testing.Short() {
+		n = 30
+	}
+	for i := 0; i < n; i++ {
+		in := randomInput(uint64(1000+i), byte(i), 200+(i%5)*150)
+		t.Run("", func(t *testing.T) { runFuzz(t, in) })
+	}
 }
 
 const (
@@ -78,9 +106,10 @@ type fuzzer struct {
 	saltSeq uint32
 	seed    uint64 // makes every generated page unique
 
-	unjournaled bool    // database written without a journal, not yet Closed
-	last        *model  // the model at the last check
-	lastStep    string  // for failure messages
+	unjournaled bool   // database written without a journal, not yet Closed
+	failed      bool   // a DB call failed as the sink was told to fail
+	last        *model // the model at the last check
+	lastStep    string // for failure messages
 	ops         []string
 }
 
@@ -107,7 +136,19 @@ func runFuzz(t *testing.T, in []byte) {
 	files := &memFiles{}
 	n := 1 + int(b0>>5)%3
 	if empty {
+		// As the front ends do, the DB is opened once there is something
+		// to read: a WAL header, or the first page write under a live
+		// journal. (Open on an empty file with neither panics, see
+		// TestOpenEmptyDatabase.)
 		files.setSize(capture.DBFile, 0)
+		if f.wal {
+			f.saltSeq++
+			f.w = &walWriter{ps: f.ps, bigEndian: f.bigEndian, salt1: f.saltSeq*0x9e3779b1 + 1, salt2: r.u32()}
+			files.put(capture.WALFile, 0, f.w.header())
+		} else {
+			files.put(capture.JournalFile, 0, journalHeader(f.ps, 0))
+			files.put(capture.JournalFile, 0, journalMagicHeader(1))
+		}
 	} else {
 		files.put(capture.DBFile, 0, newDB(f.ps, f.wal, n, 1))
 	}
@@ -124,9 +165,14 @@ func runFuzz(t *testing.T, in []byte) {
 		t.Fatalf("Open of an empty database captured %+v", f.h.txs)
 	}
 	f.checkNow("open")
+	if empty && !f.wal {
+		f.op("create")
+		f.journalTx(outcomeCommit, true, false, true)
+	}
 
 	for step := 0; r.more() && step < fuzzMaxSteps; step++ {
 		op := r.n(16)
+		f.failed = false
 		if f.wal {
 			switch op {
 			case 0, 1, 2, 3:
@@ -134,7 +180,9 @@ func runFuzz(t *testing.T, in []byte) {
 				f.opFrame()
 			case 4, 5, 6, 15:
 				f.op("commit")
+				f.armFailure()
 				f.opCommit()
+				f.h.failOnce = false
 			case 7:
 				f.op("garbage")
 				f.opGarbage()
@@ -164,13 +212,15 @@ func runFuzz(t *testing.T, in []byte) {
 			switch op % 8 {
 			case 0, 1, 2:
 				f.op("journal-commit")
-				f.journalTx(outcomeCommit, false, false)
+				f.armFailure()
+				f.journalTx(outcomeCommit, false, false, false)
+				f.h.failOnce = false
 			case 3:
 				f.op("journal-rollback")
-				f.journalTx(outcomeRollback, false, false)
+				f.journalTx(outcomeRollback, false, false, false)
 			case 4:
 				f.op("journal-crash")
-				f.journalTx(outcomeCrash, false, false)
+				f.journalTx(outcomeCrash, false, false, false)
 			case 5:
 				f.op("unjournaled")
 				f.opUnjournaled()
@@ -179,7 +229,7 @@ func runFuzz(t *testing.T, in []byte) {
 				f.opReopen()
 			case 7:
 				f.op("to-wal")
-				f.journalTx(outcomeCommit, true, true)
+				f.journalTx(outcomeCommit, true, true, false)
 				f.wal = true
 			}
 		}
@@ -188,7 +238,7 @@ func runFuzz(t *testing.T, in []byte) {
 
 	// A DB opened at the last position on the same files agrees and
 	// captures nothing.
-	if !f.h.files.journalLive() {
+	if !f.h.files.journalLive() && !f.emptyPanics() {
 		f.tx = nil
 		f.op("final-reopen")
 		n := len(f.h.txs)
@@ -198,9 +248,19 @@ func runFuzz(t *testing.T, in []byte) {
 		}
 		f.checkNow("final reopen")
 	}
+	t.Logf("ops %s: %d transactions", joinOps(f.ops), len(f.h.txs))
 }
 
 func (f *fuzzer) op(name string) { f.ops = append(f.ops, name) }
+
+// armFailure sometimes makes the sink fail the next transaction.
+func (f *fuzzer) armFailure() {
+	f.failed = false
+	if f.r.n(6) == 0 {
+		f.op("sink-fails")
+		f.h.failOnce = true
+	}
+}
 
 func (f *fuzzer) fatalf(format string, args ...any) {
 	f.t.Helper()
@@ -239,8 +299,12 @@ func (f *fuzzer) call(what string, fn func() error) {
 	f.t.Helper()
 	f.lastStep = what
 	n := len(f.h.txs)
+	armed := f.h.failOnce
 	if err := fn(); err != nil {
-		f.fatalf("%s: %v", what, err)
+		if !armed || f.h.failOnce || !errors.Is(err, errBoom) {
+			f.fatalf("%s: %v", what, err)
+		}
+		f.failed = true
 	}
 	got := len(f.h.txs) - n
 	if got > 1 {
@@ -283,7 +347,7 @@ func (f *fuzzer) content(pgno uint32, view [][]byte, size int, wal bool) []byte 
 		}
 		return page1(f.ps, wal, counter+1, uint32(size), f.nextSeed())
 	}
-	if int(pgno) <= len(view) && f.r.n(8) == 0 {
+	if int(pgno) <= len(view) && view[pgno-1] != nil && f.r.n(8) == 0 {
 		return bytes.Clone(view[pgno-1]) // rewritten unchanged
 	}
 	return fillPage(f.ps, pgno, f.nextSeed())
@@ -339,6 +403,9 @@ func (f *fuzzer) writeFrameBytes(off int64, b []byte) {
 		part := b[prev:c]
 		at := off + int64(prev)
 		f.call("wal write", func() error { return f.h.writeWAL(at, part) })
+		if f.failed {
+			return // SQLite's write failed: the transaction is over
+		}
 		prev = c
 	}
 }
@@ -380,12 +447,22 @@ func (f *fuzzer) opCommit() {
 		newSize = size - 1 - f.r.n(2)
 	}
 	newSize = max(newSize, 1)
-	// Every page the database grows into has a frame, as SQLite writes
-	// every page it allocates.
+	// SQLite writes every page it allocates; a page the database grows
+	// into without a frame is read from the database file, unless an
+	// earlier frame of the WAL has it (the model follows SQLite there and
+	// reads that stale frame, the DB the file; SQLite never does this).
+	walAny := f.model().walAny
 	for p := tx.origSize + 1; p <= newSize; p++ {
-		if !tx.written[uint32(p)] {
-			f.appendFrame(uint32(p), 0, f.content(uint32(p), tx.view, newSize, true))
+		if tx.written[uint32(p)] {
+			continue
 		}
+		if p > 1 && !walAny[uint32(p)] && f.r.n(4) == 0 {
+			for len(tx.view) < p {
+				tx.view = append(tx.view, nil)
+			}
+			continue
+		}
+		f.appendFrame(uint32(p), 0, f.content(uint32(p), tx.view, newSize, true))
 	}
 	// SQLite rewrites a page already spilled in this transaction in place.
 	rewriteFrom := -1
@@ -420,7 +497,7 @@ func (f *fuzzer) opCommit() {
 		data = f.content(commitPgno, tx.view, newSize, true)
 	}
 	f.appendFrame(commitPgno, uint32(newSize), data)
-	if rewriteFrom >= 0 {
+	if rewriteFrom >= 0 && !f.failed {
 		// walRewriteChecksums: from the rewritten frame through the commit
 		// frame, seeded with the checksum stored before it.
 		wal := f.h.files.get(capture.WALFile)
@@ -437,6 +514,13 @@ func (f *fuzzer) opCommit() {
 			f.call("checksum rewrite", func() error { return f.h.writeWAL(fr.off, b[:frameHdrSize]) })
 		}
 		f.w.cksum = seed
+	}
+	if f.failed {
+		// The commit failed and its frame was invalidated: SQLite rolls
+		// the transaction back and the next one starts over it.
+		f.op("commit-failed")
+		f.tx = nil
+		return
 	}
 	// synchronous=FULL pads the WAL with copies of the commit frame.
 	if f.r.n(5) == 0 {
@@ -545,12 +629,24 @@ func (f *fuzzer) opToRollback() {
 		f.call("remove wal", f.h.removeWAL)
 	}
 	f.w = nil
-	f.journalTx(outcomeCommit, true, false)
+	f.journalTx(outcomeCommit, true, false, false)
 	f.wal = false
 }
 
+// emptyPanics reports a state Open panics on (an empty database file, no
+// valid WAL, no live journal: see TestOpenEmptyDatabase), kept out of the
+// fuzzer so that it can look for other bugs.
+func (f *fuzzer) emptyPanics() bool {
+	return f.h.files.Size(capture.DBFile) < 100 && !f.model().walValid && !f.h.files.journalLive()
+}
+
 func (f *fuzzer) opReopen() {
-	f.tx = nil
+	if f.r.n(2) == 0 {
+		f.tx = nil // else the writer goes on with its transaction
+	}
+	if f.emptyPanics() {
+		return
+	}
 	pos := f.h.db.Pos()
 	stale := pos.TXID > 0 && f.r.n(4) == 0
 	if stale {
@@ -578,8 +674,9 @@ const (
 )
 
 // journalTx runs a rollback-journal transaction. force writes page 1 with
-// the WAL versions when wal, the rollback ones otherwise.
-func (f *fuzzer) journalTx(outcome int, force, wal bool) {
+// the WAL versions when wal, the rollback ones otherwise. begun: the journal
+// is live already.
+func (f *fuzzer) journalTx(outcome int, force, wal, begun bool) {
 	mode := f.r.n(3)
 	m := f.model()
 	if m.ps == 0 {
@@ -592,16 +689,23 @@ func (f *fuzzer) journalTx(outcome int, force, wal bool) {
 		view = append(view, bytes.Clone(m.page(p)))
 	}
 
-	if !f.h.files.has(capture.JournalFile) {
-		f.h.files.setSize(capture.JournalFile, 0)
+	if !begun {
+		if !f.h.files.has(capture.JournalFile) {
+			f.h.files.setSize(capture.JournalFile, 0)
+		}
+		f.call("journal opened", f.h.db.JournalOpened)
+		hdr := journalHeader(f.ps, uint32(origSize))
+		f.call("journal header", func() error { return f.h.writeJournal(0, hdr) })
+		rec := fillPage(f.ps+8, 0, f.nextSeed())
+		f.call("journal record", func() error { return f.h.writeJournal(512, rec) })
+		magic := journalMagicHeader(1)
+		f.call("journal magic", func() error { return f.h.writeJournal(0, magic) })
 	}
-	f.call("journal opened", f.h.db.JournalOpened)
-	hdr := journalHeader(f.ps, uint32(origSize))
-	f.call("journal header", func() error { return f.h.writeJournal(0, hdr) })
-	rec := fillPage(f.ps+8, 0, f.nextSeed())
-	f.call("journal record", func() error { return f.h.writeJournal(512, rec) })
-	magic := journalMagicHeader(1)
-	f.call("journal magic", func() error { return f.h.writeJournal(0, magic) })
+	if outcome == outcomeCrash && origSize == 0 {
+		// Rolling a hot journal back to an empty database panics (see
+		// TestOpenEmptyDatabase): roll back without the crash.
+		outcome = outcomeRollback
+	}
 
 	newSize := origSize
 	switch f.r.n(4) {
@@ -672,6 +776,18 @@ func (f *fuzzer) journalTx(outcome int, force, wal bool) {
 		f.restore(orig)
 	}
 	f.endJournal(mode)
+	if f.failed {
+		// The journal could not be ended: the commit failed, the journal
+		// is hot and SQLite rolls it back.
+		f.op("rollback-after-failure")
+		if !f.h.files.journalLive() {
+			f.fatalf("journal ended although staging failed")
+		}
+		f.failed = false
+		f.call("hot journal opened", f.h.db.JournalOpened)
+		f.restore(orig)
+		f.endJournal(mode)
+	}
 }
 
 // restore writes the original pages back, as a rollback does.
