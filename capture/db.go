@@ -540,12 +540,22 @@ func (d *DB) logicalRef(pgno uint32) pageRef {
 // finalize ends a rollback-journal transaction: the dirty pages are compared
 // with the last captured state and what changed is captured.
 func (d *DB) finalize() error {
-	dirty := d.dirty
-	d.dirty = map[uint32]struct{}{}
-	d.unjournaled = false
 	if !d.known {
+		d.dirty, d.unjournaled = map[uint32]struct{}{}, false
 		return d.establish()
 	}
+	// The dirty pages stay recorded until the transaction is staged, so a
+	// failed capture is retried whole by the next commit point.
+	if err := d.captureDirty(d.dirty); err != nil {
+		return err
+	}
+	d.dirty, d.unjournaled = map[uint32]struct{}{}, false
+	return nil
+}
+
+// captureDirty compares the dirty pages (and any pages the database grew
+// into) with the last captured state and captures what changed.
+func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 	size := d.files.Size(DBFile)
 	var hb [100]byte
 	if size < int64(len(hb)) {
@@ -564,7 +574,6 @@ func (d *DB) finalize() error {
 		return d.establish()
 	}
 	d.pageSize = h.pageSize
-	d.walMode = h.wal
 	commit := h.nPages
 	if commit == 0 {
 		commit = uint32(size / int64(h.pageSize))
@@ -629,6 +638,13 @@ func (d *DB) establish() error {
 		}
 	}
 	d.sums = make([]ltx.Checksum, d.commit)
+	if d.commit == 0 {
+		d.known = true // an empty database: nothing to ship until it has a page
+		if d.pos.TXID != 0 {
+			d.needFull = true
+		}
+		return nil
+	}
 	lock := ltx.LockPgno(d.pageSize)
 	buf := d.pageBuf()
 	for pgno := uint32(1); pgno <= d.commit; pgno++ {
@@ -651,8 +667,9 @@ func (d *DB) establish() error {
 	}
 	if d.needFull {
 		if d.pos.TXID != 0 && d.cfg.Warn != nil {
-			d.cfg.Warn(fmt.Sprintf("database %s on disk is not the state of its last captured transaction %d: "+
-				"shipping the whole database as transaction %d (resync)", d.cfg.Name, d.pos.TXID, d.pos.TXID+1))
+			d.cfg.Warn(fmt.Sprintf("database %s: its state on disk cannot be proven to follow transaction %d "+
+				"(changed outside walsync, or a new page size): shipping the whole database as transaction %d (resync)",
+				d.cfg.Name, d.pos.TXID, d.pos.TXID+1))
 		}
 		return d.emit(nil, d.commit)
 	}

@@ -153,6 +153,7 @@ func runFuzz(t *testing.T, in []byte) {
 		files.put(capture.DBFile, 0, newDB(f.ps, f.wal, n, 1))
 	}
 	f.h = newHarness(t, files)
+	f.h.context = func() string { return "ops " + joinOps(f.ops) + ", at " + f.lastStep }
 	pos := capture.Pos{}
 	if stale && !empty {
 		pos = capture.Pos{TXID: 9, Checksum: ltx.ChecksumFlag | 0xabcdef, PageSize: uint32(f.ps), Commit: uint32(n)}
@@ -264,7 +265,7 @@ func (f *fuzzer) armFailure() {
 
 func (f *fuzzer) fatalf(format string, args ...any) {
 	f.t.Helper()
-	f.t.Fatalf("ops %v, at %s: "+format, append([]any{f.ops, f.lastStep}, args...)...)
+	f.t.Fatalf("ops %s, at %s: "+format, append([]any{joinOps(f.ops), f.lastStep}, args...)...)
 }
 
 func (f *fuzzer) checkable() bool {
@@ -278,8 +279,7 @@ func (f *fuzzer) checkNow(where string) {
 		return
 	}
 	f.lastStep = where
-	f.h.t = f.t
-	f.last = f.h.check(where + " (ops " + joinOps(f.ops) + ")")
+	f.last = f.h.check(where)
 }
 
 func joinOps(a []string) string {
@@ -378,6 +378,9 @@ func (f *fuzzer) beginTx() {
 	}
 	f.ensureWAL()
 	m := f.model()
+	if !m.walValid || m.salt1 != f.w.salt1 || m.salt2 != f.w.salt2 {
+		f.fatalf("generator: the WAL is not the generation being written")
+	}
 	f.w.cksum = m.walCksum
 	tx := &fuzzTx{next: m.walEnd, origSize: m.pages(), written: map[uint32]bool{}}
 	for p := 1; p <= m.pages(); p++ {
@@ -447,10 +450,11 @@ func (f *fuzzer) opCommit() {
 		newSize = size - 1 - f.r.n(2)
 	}
 	newSize = max(newSize, 1)
-	// SQLite writes every page it allocates; a page the database grows
+	// SQLite writes every page it allocates. A page the database grows
 	// into without a frame is read from the database file, unless an
-	// earlier frame of the WAL has it (the model follows SQLite there and
-	// reads that stale frame, the DB the file; SQLite never does this).
+	// earlier frame of the WAL has it: SQLite then reads that stale frame
+	// (and so does the model) while the DB reads the database file; SQLite
+	// never produces that, so it is not generated.
 	walAny := f.model().walAny
 	for p := tx.origSize + 1; p <= newSize; p++ {
 		if tx.written[uint32(p)] {

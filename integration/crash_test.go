@@ -281,9 +281,14 @@ func TestGarbageWAL(t *testing.T) {
 // last connection closes.
 func TestUncapturableJournalModesWarn(t *testing.T) {
 	m := newMount(t)
-	for _, mode := range []string{"OFF", "MEMORY"} {
-		rel := "modes/" + strings.ToLower(mode) + ".db"
-		shell(t, m.path(rel), "CREATE TABLE t(x); PRAGMA journal_mode="+mode+"; INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);")
+	for _, c := range []struct{ mode, script string }{
+		{"OFF", "CREATE TABLE t(x); PRAGMA journal_mode=OFF; INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);"},
+		{"MEMORY", "CREATE TABLE t(x); PRAGMA journal_mode=MEMORY; INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);"},
+		// A new database that never had a journal: its first page 1 arrives unjournaled.
+		{"OFF-new", "PRAGMA journal_mode=OFF; CREATE TABLE t(x); INSERT INTO t VALUES(1);"},
+	} {
+		rel := "modes/" + strings.ToLower(c.mode) + ".db"
+		shell(t, m.path(rel), c.script)
 		want := shell(t, m.path(rel), ".dump")
 		m.waitShipped()
 		if !strings.Contains(m.log.String(), "database "+rel+" is written without a rollback journal or WAL") {
