@@ -17,13 +17,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 )
 
@@ -46,28 +44,6 @@ type FS struct {
 	log  *slog.Logger
 
 	reg *dbfiles.Registry // databases by path relative to the root
-}
-
-// role is what a file is to a database.
-type role int
-
-const (
-	rolePlain role = iota
-	roleDB
-	roleWAL
-	roleJournal
-)
-
-func classify(rel string) (base string, r role) {
-	switch {
-	case strings.HasSuffix(rel, "-wal"):
-		return strings.TrimSuffix(rel, "-wal"), roleWAL
-	case strings.HasSuffix(rel, "-journal"):
-		return strings.TrimSuffix(rel, "-journal"), roleJournal
-	case strings.HasSuffix(rel, "-shm"):
-		return rel, rolePlain
-	}
-	return rel, roleDB
 }
 
 // New returns the filesystem for a data directory.
@@ -178,11 +154,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, syscall.EPERM
 	}
 	rel := n.rel(name)
-	base, r := classify(rel)
+	base, r := dbfiles.Classify(rel)
 	var d *dbfiles.Database
-	if r != rolePlain {
+	if r != dbfiles.RolePlain {
 		d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
-		d.Files.Invalidate(kindOf(r))
+		d.Files.Invalidate(r.Kind())
 	}
 	p := filepath.Join(n.w.root, rel)
 	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|os.O_CREATE, mode)
@@ -207,9 +183,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // Open opens a file.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	rel := n.Path(n.Root())
-	base, r := classify(rel)
+	base, r := dbfiles.Classify(rel)
 	var d *dbfiles.Database
-	if r != rolePlain {
+	if r != dbfiles.RolePlain {
 		d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
 	}
 	p := filepath.Join(n.w.root, rel)
@@ -237,30 +213,22 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	rel := n.rel(name)
 	p := filepath.Join(n.w.root, rel)
 	unlink := func() error { return syscall.Unlink(p) }
-	base, r := classify(rel)
-	if r == rolePlain {
+	base, r := dbfiles.Classify(rel)
+	if r == dbfiles.RolePlain {
 		return fs.ToErrno(unlink())
 	}
 	d := n.w.reg.Get(base, filepath.Join(n.w.root, base))
-	core, err := d.Capture(nil)
-	if err != nil {
-		return syscall.EIO
-	}
-	switch {
-	case r == roleDB:
-		err = unlink()
+	if r == dbfiles.RoleDB {
+		err := unlink()
 		if err == nil {
 			n.w.reg.Forget(base)
 		}
-	case core == nil:
-		err = unlink()
-	case r == roleWAL:
-		err = core.RemoveWAL(unlink)
-	case r == roleJournal:
-		err = core.RemoveJournal(unlink)
+		return n.w.errno(d, err)
 	}
-	d.Files.Invalidate(kindOf(r))
-	return n.w.errno(d, err)
+	if _, err := d.Capture(nil); err != nil {
+		return syscall.EIO
+	}
+	return n.w.errno(d, d.Remove(r, unlink))
 }
 
 // Rename renames a file. A database renamed is captured again at its new
@@ -275,7 +243,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	from, to := n.rel(name), np.rel(newName)
 	for _, rel := range []string{from, to} {
-		if base, r := classify(rel); r != rolePlain {
+		if base, r := dbfiles.Classify(rel); r != dbfiles.RolePlain {
 			n.w.reg.Forget(base)
 		}
 	}
@@ -288,9 +256,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		h, _ := f.(*handle)
 		if h == nil {
 			rel := n.Path(n.Root())
-			base, r := classify(rel)
+			base, r := dbfiles.Classify(rel)
 			var d *dbfiles.Database
-			if r != rolePlain {
+			if r != dbfiles.RolePlain {
 				d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
 			}
 			fd, err := syscall.Open(filepath.Join(n.w.root, rel), syscall.O_WRONLY, 0)
@@ -306,16 +274,6 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		in.Valid &^= fuse.FATTR_SIZE
 	}
 	return n.LoopbackNode.Setattr(ctx, nil, in, out)
-}
-
-func kindOf(r role) capture.Kind {
-	switch r {
-	case roleWAL:
-		return capture.WALFile
-	case roleJournal:
-		return capture.JournalFile
-	}
-	return capture.DBFile
 }
 
 func (w *FS) errno(d *dbfiles.Database, err error) syscall.Errno {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +16,7 @@ type handle struct {
 	fd   int
 	w    *FS
 	db   *dbfiles.Database // nil for plain files
-	role role
+	role dbfiles.Role
 }
 
 var (
@@ -31,29 +30,11 @@ var (
 	_ fs.FileAllocater = (*handle)(nil)
 )
 
-func (w *FS) newHandle(fd int, d *dbfiles.Database, r role) (*handle, syscall.Errno) {
-	h := &handle{fd: fd, w: w, db: d, role: r}
-	if d != nil && r == roleDB {
-		if _, err := d.Capture(nil); err != nil {
-			return nil, syscall.EIO
-		}
-		d.Opened()
+func (w *FS) newHandle(fd int, d *dbfiles.Database, r dbfiles.Role) (*handle, syscall.Errno) {
+	if err := d.Open(r); err != nil {
+		return nil, w.errno(d, err)
 	}
-	if d != nil && r == roleJournal {
-		if core, _ := d.Capture(nil); core != nil {
-			if err := core.JournalOpened(); err != nil {
-				return nil, w.errno(d, err)
-			}
-		}
-	}
-	return h, 0
-}
-
-func (h *handle) core() *capture.DB {
-	if h.db == nil {
-		return nil
-	}
-	return h.db.Core()
+	return &handle{fd: fd, w: w, db: d, role: r}, 0
 }
 
 func (h *handle) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -70,32 +51,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		}
 		return err
 	}
-	core := h.core()
-	if core == nil && h.role == roleDB {
-		// The first write to an empty file decides whether it is a
-		// database: SQLite's is always page 1, at offset 0.
-		header := data
-		if off != 0 || len(header) == 0 {
-			header = []byte{0}
-		}
-		var err error
-		if core, err = h.db.Capture(header); err != nil {
-			return 0, syscall.EIO
-		}
-	}
-	var err error
-	switch {
-	case core == nil:
-		err = apply()
-	case h.role == roleDB:
-		err = core.WriteDB(off, int64(len(data)), apply)
-	case h.role == roleWAL:
-		err = core.WriteWAL(off, data, apply)
-	case h.role == roleJournal:
-		err = core.WriteJournal(off, data, apply)
-	default:
-		err = apply()
-	}
+	err := h.db.Write(h.role, off, data, apply)
 	if err != nil {
 		return uint32(n), h.w.errno(h.db, err)
 	}
@@ -103,20 +59,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 func (h *handle) truncate(size int64) syscall.Errno {
-	apply := func() error { return syscall.Ftruncate(h.fd, size) }
-	core := h.core()
-	var err error
-	switch {
-	case core == nil:
-		err = apply()
-	case h.role == roleWAL:
-		err = core.TruncateWAL(size, apply)
-	case h.role == roleJournal:
-		err = core.TruncateJournal(size, apply)
-	default:
-		err = apply()
-	}
-	return h.w.errno(h.db, err)
+	return h.w.errno(h.db, h.db.Truncate(h.role, size, func() error { return syscall.Ftruncate(h.fd, size) }))
 }
 
 func (h *handle) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -136,7 +79,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := syscall.Fsync(h.fd); err != nil {
 		return fs.ToErrno(err)
 	}
-	if h.db != nil && h.core() != nil {
+	if h.db != nil && h.db.Core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.
 		if err := h.w.opts.Stager.Sync(h.db.Name); err != nil {
 			return h.w.errno(h.db, err)
@@ -147,12 +90,8 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	err := syscall.Close(h.fd)
-	if h.db != nil && h.role == roleDB {
-		if core := h.db.Core(); h.db.Released() && core != nil {
-			if cerr := core.Closed(); cerr != nil {
-				h.w.errno(h.db, cerr)
-			}
-		}
+	if _, cerr := h.db.Close(h.role); cerr != nil {
+		h.w.errno(h.db, cerr)
 	}
 	return fs.ToErrno(err)
 }

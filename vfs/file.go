@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/psanford/sqlite3vfs"
-	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 	"golang.org/x/sys/unix"
 )
@@ -24,17 +23,10 @@ type file struct {
 	v             *VFS
 	f             *os.File
 	fd            int
-	role          role
+	role          dbfiles.Role
 	db            *dbfiles.Database // nil for temp and other files
 	deleteOnClose bool
 	lock          sqlite3vfs.LockType
-}
-
-func (fl *file) core() *capture.DB {
-	if fl.db == nil {
-		return nil
-	}
-	return fl.db.Core()
 }
 
 func (fl *file) ReadAt(p []byte, off int64) (int, error) {
@@ -52,31 +44,7 @@ func (fl *file) WriteAt(p []byte, off int64) (int, error) {
 		n, err = fl.f.WriteAt(p, off)
 		return err
 	}
-	core := fl.core()
-	if core == nil && fl.role == roleDB {
-		// The first write to an empty file decides whether it is a database.
-		header := p
-		if off != 0 || len(header) == 0 {
-			header = []byte{0}
-		}
-		var err error
-		if core, err = fl.db.Capture(header); err != nil {
-			return 0, sqlite3vfs.IOErrorWrite
-		}
-	}
-	var err error
-	switch {
-	case core == nil:
-		err = apply()
-	case fl.role == roleDB:
-		err = core.WriteDB(off, int64(len(p)), apply)
-	case fl.role == roleWAL:
-		err = core.WriteWAL(off, p, apply)
-	case fl.role == roleJournal:
-		err = core.WriteJournal(off, p, apply)
-	default:
-		err = apply()
-	}
+	err := fl.db.Write(fl.role, off, p, apply)
 	if err != nil {
 		fl.v.log.Error("write failed", "file", fl.f.Name(), "err", err)
 		return n, sqlite3vfs.IOErrorWrite
@@ -85,19 +53,7 @@ func (fl *file) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (fl *file) Truncate(size int64) error {
-	apply := func() error { return fl.f.Truncate(size) }
-	core := fl.core()
-	var err error
-	switch {
-	case core == nil:
-		err = apply()
-	case fl.role == roleWAL:
-		err = core.TruncateWAL(size, apply)
-	case fl.role == roleJournal:
-		err = core.TruncateJournal(size, apply)
-	default:
-		err = apply()
-	}
+	err := fl.db.Truncate(fl.role, size, func() error { return fl.f.Truncate(size) })
 	if err != nil {
 		fl.v.log.Error("truncate failed", "file", fl.f.Name(), "err", err)
 		return sqlite3vfs.IOError
@@ -109,7 +65,7 @@ func (fl *file) Sync(flag sqlite3vfs.SyncType) error {
 	if err := fl.f.Sync(); err != nil {
 		return sqlite3vfs.IOError
 	}
-	if fl.core() != nil {
+	if fl.db.Core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.
 		if err := fl.v.shipper.Sync(fl.db.Name); err != nil {
 			return sqlite3vfs.IOError
@@ -135,17 +91,16 @@ func (fl *file) Close() error {
 	if fl.deleteOnClose {
 		os.Remove(name)
 	}
-	if fl.db != nil && fl.role == roleDB {
-		if core := fl.db.Core(); fl.db.Released() && core != nil {
-			if cerr := core.Closed(); cerr != nil {
-				fl.v.log.Error("capture at close failed", "db", fl.db.Name, "err", cerr)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), fl.v.cfg.CloseTimeout)
-			if ferr := fl.v.shipper.FlushDB(ctx, fl.db.Name); ferr != nil {
-				fl.v.log.Warn("pending transactions stay staged and ship at the next start", "db", fl.db.Name, "err", ferr)
-			}
-			cancel()
+	last, cerr := fl.db.Close(fl.role)
+	if cerr != nil {
+		fl.v.log.Error("capture at close failed", "db", fl.db.Name, "err", cerr)
+	}
+	if last && fl.db.Core() != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), fl.v.cfg.CloseTimeout)
+		if ferr := fl.v.shipper.FlushDB(ctx, fl.db.Name); ferr != nil {
+			fl.v.log.Warn("pending transactions stay staged and ship at the next start", "db", fl.db.Name, "err", ferr)
 		}
+		cancel()
 	}
 	if err != nil {
 		return sqlite3vfs.IOError

@@ -37,7 +37,6 @@ import (
 	"time"
 
 	"github.com/psanford/sqlite3vfs"
-	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 	"github.com/walsync/walsync/shipper"
 	"github.com/walsync/walsync/storage"
@@ -130,38 +129,24 @@ func (v *VFS) replicaName(path string) string {
 	return strings.TrimPrefix(filepath.ToSlash(path), "/")
 }
 
-type role int
-
-const (
-	rolePlain role = iota
-	roleDB
-	roleWAL
-	roleJournal
-)
-
-func roleOf(flags sqlite3vfs.OpenFlag) role {
+func roleOf(flags sqlite3vfs.OpenFlag) dbfiles.Role {
 	switch {
 	case flags&sqlite3vfs.OpenMainDB != 0:
-		return roleDB
+		return dbfiles.RoleDB
 	case flags&sqlite3vfs.OpenWAL != 0:
-		return roleWAL
+		return dbfiles.RoleWAL
 	case flags&sqlite3vfs.OpenMainJournal != 0:
-		return roleJournal
+		return dbfiles.RoleJournal
 	}
-	return rolePlain
+	return dbfiles.RolePlain
 }
 
-// database returns the database a companion file belongs to.
-func (v *VFS) database(path string, r role) *dbfiles.Database {
-	base := path
-	switch r {
-	case roleWAL:
-		base = strings.TrimSuffix(path, "-wal")
-	case roleJournal:
-		base = strings.TrimSuffix(path, "-journal")
-	case rolePlain:
+// database returns the database a file of role r belongs to (nil: none).
+func (v *VFS) database(path string, r dbfiles.Role) *dbfiles.Database {
+	if r == dbfiles.RolePlain {
 		return nil
 	}
+	base, _ := dbfiles.Classify(path)
 	return v.reg.Get(v.replicaName(base), base)
 }
 
@@ -189,69 +174,29 @@ func (v *VFS) Open(name string, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File, sql
 	if err != nil {
 		return nil, 0, sqlite3vfs.CantOpenError
 	}
-	r := rolePlain
+	r := dbfiles.RolePlain
 	if name != "" {
 		r = roleOf(flags)
 	}
 	fl := &file{v: v, f: f, fd: int(f.Fd()), role: r, db: v.database(name, r), deleteOnClose: deleteOnClose}
 	if fl.db != nil {
-		fl.db.Files.Invalidate(kindOf(r))
-		switch r {
-		case roleDB:
-			if _, err := fl.db.Capture(nil); err != nil {
-				f.Close()
-				return nil, 0, sqlite3vfs.CantOpenError
-			}
-			fl.db.Opened()
-		case roleJournal:
-			if core := fl.db.Core(); core != nil {
-				if err := core.JournalOpened(); err != nil {
-					f.Close()
-					return nil, 0, sqlite3vfs.IOError
-				}
-			}
-		}
+		fl.db.Files.Invalidate(r.Kind())
+	}
+	if err := fl.db.Open(r); err != nil {
+		v.log.Error("open failed", "file", name, "err", err)
+		f.Close()
+		return nil, 0, sqlite3vfs.CantOpenError
 	}
 	return fl, flags, nil
 }
 
-func kindOf(r role) capture.Kind {
-	switch r {
-	case roleWAL:
-		return capture.WALFile
-	case roleJournal:
-		return capture.JournalFile
-	}
-	return capture.DBFile
-}
-
 // Delete removes a file; deleting a -journal or -wal is a capture event.
 func (v *VFS) Delete(name string, dirSync bool) error {
-	r := rolePlain
-	switch {
-	case strings.HasSuffix(name, "-journal"):
-		r = roleJournal
-	case strings.HasSuffix(name, "-wal"):
-		r = roleWAL
+	_, r := dbfiles.Classify(name)
+	if r == dbfiles.RoleDB {
+		r = dbfiles.RolePlain // SQLite deletes main files only as temp files
 	}
-	remove := func() error { return os.Remove(name) }
-	var err error
-	d := v.database(name, r)
-	var core *capture.DB
-	if d != nil {
-		core = d.Core()
-	}
-	switch {
-	case core == nil:
-		err = remove()
-	case r == roleJournal:
-		err = core.RemoveJournal(remove)
-	case r == roleWAL:
-		err = core.RemoveWAL(remove)
-	}
-	if d != nil {
-		d.Files.Invalidate(kindOf(r))
-	}
+	err := v.database(name, r).Remove(r, func() error { return os.Remove(name) })
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // SQLite tolerates a missing file (SQLITE_IOERR_DELETE_NOENT)
 	} else if err != nil {
