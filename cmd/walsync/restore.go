@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/walsync/walsync/restore"
@@ -13,16 +14,18 @@ import (
 
 func newRestoreCmd() *cobra.Command {
 	var (
-		output string
-		txid   string
-		force  bool
+		output    string
+		txid      string
+		timestamp string
+		force     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "restore URL -o FILE [--txid N]",
+		Use:   "restore URL -o FILE [--txid N | --timestamp T]",
 		Short: "Restore one database from its replica root URL",
 		Long: `Restore the database whose replica root is URL (for example
 file:///backups/a/b.db) to FILE: the latest state, or the state right after
-transaction N. N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
+transaction N, or the last transaction committed at or before time T (RFC 3339).
+N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := restore.Options{Force: force}
@@ -33,9 +36,21 @@ transaction N. N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 				}
 				opts.TXID = v
 			}
+			if txid != "" && timestamp != "" {
+				return fmt.Errorf("give --txid or --timestamp, not both")
+			}
 			client, err := openReplica(context.Background(), strings.TrimSuffix(args[0], "/"))
 			if err != nil {
 				return err
+			}
+			if timestamp != "" {
+				ts, err := time.Parse(time.RFC3339Nano, timestamp)
+				if err != nil {
+					return fmt.Errorf("--timestamp %q: use RFC 3339, e.g. 2026-11-23T10:00:00Z", timestamp)
+				}
+				if opts.TXID, err = restore.TXIDAt(context.Background(), client, "", ts); err != nil {
+					return err
+				}
 			}
 			out, err := filepath.Abs(output)
 			if err != nil {
@@ -51,6 +66,7 @@ transaction N. N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "file to write the database to (required)")
 	cmd.Flags().StringVar(&txid, "txid", "", "restore up to and including this transaction")
+	cmd.Flags().StringVar(&timestamp, "timestamp", "", "restore the last transaction committed at or before this time (RFC 3339)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
