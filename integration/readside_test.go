@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,5 +41,76 @@ func TestRestoreTimestamp(t *testing.T) {
 	out, err := runWalsync(t, "restore", m.replicaURL()+"/"+rel, "-o", filepath.Join(t.TempDir(), "x.db"), "--timestamp", "2001-01-01T00:00:00Z")
 	if err == nil || !strings.Contains(out, "no transaction at or before") {
 		t.Fatalf("a time before the first transaction: %v\n%s", err, out)
+	}
+}
+
+// TestLsAndVerify lists a replica root and one database, verifies a sound
+// replica, then damages it three ways (a flipped byte, a missing file in the
+// middle of the chain, a truncated file): verify and restore fail naming the
+// object, and restore writes nothing.
+func TestLsAndVerify(t *testing.T) {
+	m := newMount(t)
+	for _, rel := range []string{"v/one.db", "v/two.db"} {
+		for i := 0; i < 4; i++ {
+			shell(t, m.path(rel), fmt.Sprintf("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES(%d);", i))
+			time.Sleep(250 * time.Millisecond) // separate batches
+		}
+	}
+	m.waitShipped()
+	out, err := runWalsync(t, "ls", m.replicaURL())
+	if err != nil || !strings.Contains(out, "v/one.db") || !strings.Contains(out, "v/two.db") {
+		t.Fatalf("ls root: %v\n%s", err, out)
+	}
+	out, err = runWalsync(t, "ls", m.replicaURL()+"/v/one.db")
+	if err != nil || !strings.Contains(out, "TXIDs") || !strings.Contains(out, "level 0") {
+		t.Fatalf("ls database: %v\n%s", err, out)
+	}
+	if out, err := runWalsync(t, "verify", m.replicaURL()); err != nil || strings.Count(out, "ok ") != 2 {
+		t.Fatalf("verify of a sound replica: %v\n%s", err, out)
+	}
+
+	l0, _ := filepath.Glob(filepath.Join(m.rep, "v", "one.db", "ltx", "0", "*.ltx"))
+	if len(l0) < 3 {
+		t.Fatalf("want at least 3 level-0 files, have %d", len(l0))
+	}
+	middle := l0[len(l0)/2]
+	damage := []struct {
+		name string
+		do   func()
+		undo func()
+		want string
+	}{
+		{"flipped byte", func() { flipByte(t, middle, 110) }, func() { flipByte(t, middle, 110) }, filepath.Base(middle)},
+		{"missing file", func() { os.Rename(middle, middle+".away") }, func() { os.Rename(middle+".away", middle) }, "gap"},
+		{"truncated file", func() {
+			b, _ := os.ReadFile(middle)
+			os.WriteFile(middle+".orig", b, 0o644)
+			os.WriteFile(middle, b[:len(b)/2], 0o644)
+		}, func() { os.Rename(middle+".orig", middle) }, filepath.Base(middle)},
+	}
+	for _, d := range damage {
+		d.do()
+		out, err := runWalsync(t, "verify", m.replicaURL()+"/v/one.db")
+		if err == nil || !strings.Contains(out, "BAD") || !strings.Contains(out, d.want) {
+			t.Fatalf("verify with a %s: %v\n%s", d.name, err, out)
+		}
+		// Restore of the latest state must not use a damaged chain; a
+		// missing file is named by the TXIDs no file continues.
+		want := filepath.Base(middle)
+		if d.name == "missing file" {
+			want = "no file continuing after TXID"
+		}
+		dst := filepath.Join(t.TempDir(), "r.db")
+		out, err = runWalsync(t, "restore", m.replicaURL()+"/v/one.db", "-o", dst)
+		if err == nil || !strings.Contains(out, want) {
+			t.Fatalf("restore with a %s: %v\n%s", d.name, err, out)
+		}
+		if _, err := os.Stat(dst); !os.IsNotExist(err) {
+			t.Fatalf("restore with a %s left an output file", d.name)
+		}
+		d.undo()
+	}
+	if out, err := runWalsync(t, "verify", m.replicaURL()); err != nil {
+		t.Fatalf("verify after repair: %v\n%s", err, out)
 	}
 }

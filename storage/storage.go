@@ -196,3 +196,9 @@ func AllLTXFiles(ctx context.Context, c Client, db string) ([]*ltx.FileInfo, err
 	}
 	return all, nil
 }
+
+// DatabaseLister is implemented by backends that can find the databases
+// under their root ("" is a database at the root itself).
+type DatabaseLister interface {
+	Databases(ctx context.Context) ([]string, error)
+}

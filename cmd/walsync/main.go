@@ -71,7 +71,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&backendOpts.Endpoint, "s3-endpoint", "", "URL of an S3-compatible server (path-style addressing); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS")
 	root.PersistentFlags().StringVar(&backendOpts.Region, "s3-region", "", "S3 region; default from AWS_REGION or the shared config")
-	root.AddCommand(newMountCmd(), newRestoreCmd())
+	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd())
 	return root
 }
 

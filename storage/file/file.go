@@ -142,3 +142,35 @@ func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.Fil
 func (c *Client) ObjectURL(db string, level int, min, max ltx.TXID) string {
 	return "file://" + c.filePath(db, level, min, max)
 }
+
+// Databases finds every directory under the root that holds an ltx/ directory.
+func (c *Client) Databases(ctx context.Context) ([]string, error) {
+	var dbs []string
+	err := filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == c.root {
+				return err
+			}
+			return nil
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if d.Name() == "ltx" || d.Name() == "txlog" {
+			if d.Name() == "ltx" {
+				rel, _ := filepath.Rel(c.root, filepath.Dir(p))
+				if rel == "." {
+					rel = ""
+				}
+				dbs = append(dbs, filepath.ToSlash(rel))
+			}
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("replica %s does not exist", c.URL())
+	}
+	sort.Strings(dbs)
+	return dbs, err
+}

@@ -206,3 +206,42 @@ func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.Fil
 func (c *Client) ObjectURL(db string, level int, min, max ltx.TXID) string {
 	return "s3://" + c.bucket + "/" + c.key(db, level, min, max)
 }
+
+// Databases lists the keys under the prefix and returns the database paths
+// that hold LTX files.
+func (c *Client) Databases(ctx context.Context) ([]string, error) {
+	prefix := c.prefix
+	if prefix != "" {
+		prefix += "/"
+	}
+	seen := map[string]bool{}
+	p := s3.NewListObjectsV2Paginator(c.api, &s3.ListObjectsV2Input{Bucket: aws.String(c.bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", c.Describe(), err)
+		}
+		for _, obj := range page.Contents {
+			key := strings.TrimPrefix(aws.ToString(obj.Key), prefix)
+			if _, _, err := ltx.ParseFilename(path.Base(key)); err != nil {
+				continue
+			}
+			dir := path.Dir(key) // <db>/<level>
+			level := path.Base(dir)
+			if level != "txlog" && !(len(level) == 4 && strings.Trim(level, "0123456789abcdef") == "") {
+				continue
+			}
+			db := path.Dir(dir)
+			if db == "." {
+				db = ""
+			}
+			seen[db] = true
+		}
+	}
+	dbs := make([]string, 0, len(seen))
+	for db := range seen {
+		dbs = append(dbs, db)
+	}
+	sort.Strings(dbs)
+	return dbs, nil
+}

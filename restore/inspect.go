@@ -1,0 +1,157 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage"
+)
+
+// LevelSummary counts the files of one level.
+type LevelSummary struct {
+	Level int // storage.TxLogLevel for transaction logs
+	Files int
+	Bytes int64
+}
+
+// Summary describes what a replica holds for one database.
+type Summary struct {
+	DB             string
+	MinTXID        ltx.TXID // earliest restorable transaction
+	MaxTXID        ltx.TXID
+	MinTime        time.Time
+	MaxTime        time.Time
+	Levels         []LevelSummary
+	TotalBytes     int64
+	HasTransaction bool
+}
+
+// Summarize lists one database's files.
+func Summarize(ctx context.Context, c storage.Client, db string) (Summary, error) {
+	s := Summary{DB: db}
+	var first, last *ltx.FileInfo
+	for level := storage.TxLogLevel; level <= storage.MaxLevel; level++ {
+		infos, err := c.LTXFiles(ctx, db, level)
+		if err != nil {
+			return s, err
+		}
+		if len(infos) == 0 {
+			continue
+		}
+		ls := LevelSummary{Level: level, Files: len(infos)}
+		for _, fi := range infos {
+			ls.Bytes += fi.Size
+			if level == storage.TxLogLevel {
+				continue
+			}
+			if last == nil || fi.MaxTXID > last.MaxTXID {
+				last = fi
+			}
+			if fi.MinTXID == 1 && (first == nil || fi.MaxTXID < first.MaxTXID) {
+				first = fi
+			}
+		}
+		s.TotalBytes += ls.Bytes
+		s.Levels = append(s.Levels, ls)
+	}
+	if last == nil {
+		return s, nil
+	}
+	s.HasTransaction = true
+	s.MaxTXID = last.MaxTXID
+	if hdr, err := readHeader(ctx, c, db, last); err == nil {
+		s.MaxTime = time.UnixMilli(hdr.Timestamp).UTC()
+	}
+	if first != nil {
+		s.MinTXID = first.MaxTXID
+		if hdr, err := readHeader(ctx, c, db, first); err == nil {
+			s.MinTime = time.UnixMilli(hdr.Timestamp).UTC()
+		}
+	}
+	return s, nil
+}
+
+// Problem is one thing wrong with a replica, named by the object.
+type Problem struct {
+	Object string
+	Err    error
+}
+
+func (p Problem) String() string { return fmt.Sprintf("%s: %v", p.Object, p.Err) }
+
+// Verify checks every object of a database (LTX file checksums, transaction
+// log records), the continuity of the level-0 chain (each file's pre-apply
+// checksum equals the post-apply checksum of the file before it), and
+// restores the latest state into tmpDir, returning its path for a SQLite
+// integrity check by the caller. Problems are returned, not errors, so that
+// all of them are reported.
+func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored string, problems []Problem, err error) {
+	type checked struct {
+		fi       *ltx.FileInfo
+		pre      ltx.Checksum
+		post     ltx.Checksum
+		noChksum bool
+	}
+	var l0 []checked
+	for level := storage.TxLogLevel; level <= storage.MaxLevel; level++ {
+		infos, err := c.LTXFiles(ctx, db, level)
+		if err != nil {
+			return "", nil, err
+		}
+		for _, fi := range infos {
+			name := c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID)
+			data, err := readAll(ctx, c, db, fi)
+			if err != nil {
+				problems = append(problems, Problem{name, err})
+				continue
+			}
+			if level == storage.TxLogLevel {
+				recs, _, err := storage.ReadTxLog(bytes.NewReader(data), int64(len(data)), true)
+				if err == nil && (len(recs) == 0 || recs[0].TXID != fi.MinTXID || recs[len(recs)-1].TXID != fi.MaxTXID) {
+					err = fmt.Errorf("holds transactions that do not match its name")
+				}
+				if err != nil {
+					problems = append(problems, Problem{name, err})
+				}
+				continue
+			}
+			dec := ltx.NewDecoder(bytes.NewReader(data))
+			if err := dec.Verify(); err != nil {
+				problems = append(problems, Problem{name, err})
+				continue
+			}
+			hdr := dec.Header()
+			if hdr.MinTXID != fi.MinTXID || hdr.MaxTXID != fi.MaxTXID {
+				problems = append(problems, Problem{name, fmt.Errorf("header says TXIDs %d-%d", hdr.MinTXID, hdr.MaxTXID)})
+				continue
+			}
+			if level == 0 {
+				l0 = append(l0, checked{fi, hdr.PreApplyChecksum, dec.Trailer().PostApplyChecksum, hdr.NoChecksum()})
+			}
+		}
+	}
+	sort.Slice(l0, func(i, j int) bool { return l0[i].fi.MinTXID < l0[j].fi.MinTXID })
+	for i := 1; i < len(l0); i++ {
+		prev, cur := l0[i-1], l0[i]
+		name := c.ObjectURL(db, 0, cur.fi.MinTXID, cur.fi.MaxTXID)
+		switch {
+		case cur.fi.MinTXID > prev.fi.MaxTXID+1:
+			problems = append(problems, Problem{name, fmt.Errorf("level 0 has a gap: TXIDs %d-%d are missing", prev.fi.MaxTXID+1, cur.fi.MinTXID-1)})
+		case cur.fi.MinTXID == prev.fi.MaxTXID+1 && !cur.noChksum && !prev.noChksum && cur.pre != prev.post:
+			problems = append(problems, Problem{name, fmt.Errorf("pre-apply checksum %s does not follow %s", cur.pre, prev.post)})
+		}
+	}
+	out := filepath.Join(tmpDir, "verify.db")
+	os.Remove(out)
+	if _, err := Restore(ctx, c, db, out, Options{}); err != nil {
+		problems = append(problems, Problem{c.URL() + " (restore)", err})
+		return "", problems, nil
+	}
+	return out, problems, nil
+}
