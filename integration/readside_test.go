@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/superfly/ltx"
 )
 
 // TestRestoreTimestamp restores with --timestamp at points between and
@@ -112,5 +114,32 @@ func TestLsAndVerify(t *testing.T) {
 	}
 	if out, err := runWalsync(t, "verify", m.replicaURL()); err != nil {
 		t.Fatalf("verify after repair: %v\n%s", err, out)
+	}
+}
+
+// TestRestoreEveryTenthTXID restores every 10th TXID of a 1,000-transaction
+// history and compares each with the source as it was then.
+func TestRestoreEveryTenthTXID(t *testing.T) {
+	m := newMount(t)
+	rel := "h.db"
+	db := openDB(t, m.path(rel), "journal_mode=WAL")
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	m.waitShipped()
+	base := m.latestTXID(rel)
+	hashes := map[uint64]string{}
+	for i := 1; i <= 1000; i++ {
+		mustExec(t, db, "INSERT INTO t(v) VALUES(?)", fmt.Sprintf("row %d", i))
+		if i%10 == 0 {
+			hashes[uint64(base)+uint64(i)] = contentHash(t, db)
+		}
+	}
+	m.waitShipped()
+	if got := m.latestTXID(rel); uint64(got) != uint64(base)+1000 {
+		t.Fatalf("latest TXID %d, want %d", got, uint64(base)+1000)
+	}
+	for txid, want := range hashes {
+		if got := checkRestored(t, m.restoreDB(rel, ltx.TXID(txid))); got != want {
+			t.Fatalf("restore at TXID %d differs from the source then", txid)
+		}
 	}
 }
