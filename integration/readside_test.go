@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,8 +108,8 @@ func TestLsAndVerify(t *testing.T) {
 		if err == nil || !strings.Contains(out, want) {
 			t.Fatalf("restore with a %s: %v\n%s", d.name, err, out)
 		}
-		if _, err := os.Stat(dst); !os.IsNotExist(err) {
-			t.Fatalf("restore with a %s left an output file", d.name)
+		if ents, _ := os.ReadDir(filepath.Dir(dst)); len(ents) != 0 {
+			t.Fatalf("restore with a %s left files behind: %v", d.name, ents)
 		}
 		d.undo()
 	}
@@ -141,5 +142,24 @@ func TestRestoreEveryTenthTXID(t *testing.T) {
 		if got := checkRestored(t, m.restoreDB(rel, ltx.TXID(txid))); got != want {
 			t.Fatalf("restore at TXID %d differs from the source then", txid)
 		}
+	}
+}
+
+// TestRestoreProgress shows a progress bar on a terminal and quiet lines
+// otherwise.
+func TestRestoreProgress(t *testing.T) {
+	m := newMount(t)
+	shell(t, m.path("p.db"), "CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+	m.waitShipped()
+	url := m.replicaURL() + "/p.db"
+	out, err := runWalsync(t, "restore", url, "-o", filepath.Join(t.TempDir(), "a.db"))
+	if err != nil || !strings.Contains(out, "restore progress") || !strings.Contains(out, "rate_mb_s") {
+		t.Fatalf("restore without a terminal: %v\n%s", err, out)
+	}
+	// script(1) gives the restore a pseudo-terminal.
+	cmd := exec.Command("script", "-qfec", walsyncBin+" restore "+url+" -o "+filepath.Join(t.TempDir(), "b.db"), "/dev/null")
+	b, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "restoring, file 1 of") {
+		t.Fatalf("restore on a terminal: %v\n%q", err, b)
 	}
 }

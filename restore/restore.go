@@ -10,7 +10,7 @@
 package restore
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +26,12 @@ import (
 type Options struct {
 	TXID  ltx.TXID // 0 means the latest
 	Force bool     // overwrite an existing output file
+	// Concurrency is the number of files downloaded at once (default 8);
+	// they are applied in order as they arrive.
+	Concurrency int
+	// Progress, if set, is called after each file is applied with the
+	// bytes and files done so far and their totals.
+	Progress func(bytes, totalBytes int64, files, totalFiles int)
 }
 
 // step is one LTX file (or one record of a transaction log) in a chain.
@@ -99,9 +105,35 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 
 	a := &applier{f: tmp, db: db, c: c}
 	var pos ltx.TXID
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var total, done int64
 	for _, fi := range plan {
-		if err := a.applyFile(ctx, c, fi, &pos, target); err != nil {
+		total += fi.Size
+	}
+	pend := download(ctx, c, db, plan, filepath.Dir(output), opts.Concurrency)
+	defer func() {
+		cancel()
+		for _, p := range pend {
+			<-p.done
+			p.remove()
+		}
+	}()
+	for i, d := range pend {
+		fi := plan[i]
+		name := c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID)
+		f, err := d.wait()
+		if err != nil {
+			return 0, fmt.Errorf("download %s: %w", name, err)
+		}
+		err = a.applyFile(f, fi, &pos, target)
+		d.remove()
+		if err != nil {
 			return 0, err
+		}
+		done += fi.Size
+		if opts.Progress != nil {
+			opts.Progress(done, total, i+1, len(plan))
 		}
 	}
 	if got, err := ltx.ChecksumReader(io.NewSectionReader(tmp, 0, int64(a.commit)*int64(a.pageSize)), int(a.pageSize)); err != nil {
@@ -135,27 +167,22 @@ type applier struct {
 	buf      []byte
 }
 
-func (a *applier) applyFile(ctx context.Context, c storage.Client, fi *ltx.FileInfo, pos *ltx.TXID, target ltx.TXID) error {
-	rc, err := c.OpenLTXFile(ctx, a.db, fi.Level, fi.MinTXID, fi.MaxTXID)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
-	}
-	defer rc.Close()
+func (a *applier) applyFile(f *os.File, fi *ltx.FileInfo, pos *ltx.TXID, target ltx.TXID) error {
+	name := a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID)
 	if fi.Level != storage.TxLogLevel {
-		if err := a.apply(rc, *pos); err != nil {
-			return fmt.Errorf("%s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
+		if err := a.apply(bufio.NewReaderSize(f, 1<<20), *pos); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		*pos = fi.MaxTXID
 		return nil
 	}
-	data, err := io.ReadAll(rc)
+	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("read %s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
+		return err
 	}
-	ra := bytes.NewReader(data)
-	recs, _, err := storage.ReadTxLog(ra, int64(len(data)), true)
+	recs, _, err := storage.ReadTxLog(f, st.Size(), true)
 	if err != nil {
-		return fmt.Errorf("%s: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	for _, r := range recs {
 		if r.TXID <= *pos {
@@ -164,12 +191,75 @@ func (a *applier) applyFile(ctx context.Context, c storage.Client, fi *ltx.FileI
 		if r.TXID > target {
 			break
 		}
-		if err := a.applyRecord(ra, r, *pos); err != nil {
-			return fmt.Errorf("%s transaction %d: %w", a.c.ObjectURL(a.db, fi.Level, fi.MinTXID, fi.MaxTXID), r.TXID, err)
+		if err := a.applyRecord(f, r, *pos); err != nil {
+			return fmt.Errorf("%s transaction %d: %w", name, r.TXID, err)
 		}
 		*pos = r.TXID
 	}
 	return nil
+}
+
+// pending is one file being downloaded into a temporary file.
+type pending struct {
+	done chan struct{}
+	f    *os.File
+	err  error
+}
+
+func (p *pending) wait() (*os.File, error) {
+	<-p.done
+	if p.err != nil {
+		return nil, p.err
+	}
+	_, err := p.f.Seek(0, io.SeekStart)
+	return p.f, err
+}
+
+func (p *pending) remove() {
+	if p.f != nil {
+		p.f.Close()
+		os.Remove(p.f.Name())
+	}
+}
+
+// download fetches the plan's files into temporary files in dir, at most
+// n at a time, and returns them in plan order.
+func download(ctx context.Context, c storage.Client, db string, plan []*ltx.FileInfo, dir string, n int) []*pending {
+	if n <= 0 {
+		n = 8
+	}
+	sem := make(chan struct{}, n)
+	out := make([]*pending, len(plan))
+	for i, fi := range plan {
+		p := &pending{done: make(chan struct{})}
+		out[i] = p
+		go func() {
+			defer close(p.done)
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				p.err = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
+			if err != nil {
+				p.err = err
+				return
+			}
+			defer rc.Close()
+			f, err := os.CreateTemp(dir, ".walsync-download-*")
+			if err != nil {
+				p.err = err
+				return
+			}
+			p.f = f
+			if _, err := io.Copy(f, rc); err != nil {
+				p.err = err
+			}
+		}()
+	}
+	return out
 }
 
 // applyRecord applies one transaction of a transaction log.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/walsync/walsync/restore"
+	"golang.org/x/term"
 )
 
 func newRestoreCmd() *cobra.Command {
@@ -56,6 +59,7 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 			if err != nil {
 				return err
 			}
+			opts.Progress = progress()
 			got, err := restore.Restore(context.Background(), client, "", out, opts)
 			if err != nil {
 				return fmt.Errorf("restore %s: %w", args[0], err)
@@ -70,4 +74,35 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
+}
+
+// progress shows a bar (bytes, files, rate) on a terminal and a quiet line per
+// quarter of the work otherwise.
+func progress() func(bytes, totalBytes int64, files, totalFiles int) {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bar := progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription("restoring"),
+			progressbar.OptionClearOnFinish(),
+		)
+		return func(b, tb int64, f, tf int) {
+			bar.ChangeMax64(tb)
+			bar.Describe(fmt.Sprintf("restoring, file %d of %d", f, tf))
+			_ = bar.Set64(b)
+			if f == tf {
+				_ = bar.Finish()
+			}
+		}
+	}
+	start, next := time.Now(), 0
+	return func(b, tb int64, f, tf int) {
+		if f*4 < next*tf && f != tf {
+			return
+		}
+		next = f*4/tf + 1
+		secs := max(time.Since(start).Seconds(), 0.001)
+		slog.Info("restore progress", "files", fmt.Sprintf("%d/%d", f, tf), "bytes", fmt.Sprintf("%d/%d", b, tb),
+			"rate_mb_s", fmt.Sprintf("%.1f", float64(b)/secs/1e6))
+	}
 }
