@@ -32,6 +32,9 @@ type Options struct {
 	// Progress, if set, is called after each file is applied with the
 	// bytes and files done so far and their totals.
 	Progress func(bytes, totalBytes int64, files, totalFiles int)
+	// Warn, if set, hears what could not be verified (files written by
+	// Litestream carry no checksums).
+	Warn func(msg string)
 }
 
 // step is one LTX file (or one record of a transaction log) in a chain.
@@ -136,7 +139,11 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 			opts.Progress(done, total, i+1, len(plan))
 		}
 	}
-	if got, err := ltx.ChecksumReader(io.NewSectionReader(tmp, 0, int64(a.commit)*int64(a.pageSize)), int(a.pageSize)); err != nil {
+	if a.unverified {
+		if opts.Warn != nil {
+			opts.Warn(fmt.Sprintf("%s: some files carry no checksums (written by Litestream): their chain and the final database checksum cannot be verified", db))
+		}
+	} else if got, err := ltx.ChecksumReader(io.NewSectionReader(tmp, 0, int64(a.commit)*int64(a.pageSize)), int(a.pageSize)); err != nil {
 		return 0, err
 	} else if got != a.checksum {
 		return 0, fmt.Errorf("restored %s does not match its backup: checksum %s, expected %s", db, got, a.checksum)
@@ -164,6 +171,8 @@ type applier struct {
 	pageSize uint32
 	commit   uint32
 	checksum ltx.Checksum // expected database checksum after the last file
+	// unverified: a file without checksums was applied (Litestream's)
+	unverified bool
 	buf      []byte
 }
 
@@ -307,7 +316,9 @@ func (a *applier) apply(r io.Reader, pos ltx.TXID) error {
 	if hdr.MinTXID != pos+1 {
 		return fmt.Errorf("starts at TXID %d, expected %d", hdr.MinTXID, pos+1)
 	}
-	if !hdr.IsSnapshot() && !hdr.NoChecksum() && hdr.PreApplyChecksum != a.checksum {
+	if hdr.NoChecksum() {
+		a.unverified = true
+	} else if !hdr.IsSnapshot() && !a.unverified && hdr.PreApplyChecksum != a.checksum {
 		return fmt.Errorf("pre-apply checksum %s does not match the database so far (%s): the chain is broken", hdr.PreApplyChecksum, a.checksum)
 	}
 	if a.pageSize != 0 && hdr.PageSize != a.pageSize {

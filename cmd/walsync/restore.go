@@ -60,6 +60,7 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 				return err
 			}
 			opts.Progress = progress()
+			opts.Warn = func(msg string) { slog.Warn(msg) }
 			got, err := restore.Restore(context.Background(), client, "", out, opts)
 			if err != nil {
 				return fmt.Errorf("restore %s: %w", args[0], err)

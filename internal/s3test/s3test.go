@@ -9,8 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,37 +16,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/walsync/walsync/internal/testtools"
 )
 
 // Module is the pinned S3 server.
 const Module = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // Binary returns the path of the versitygw binary, building it once.
-func Binary() (string, error) {
-	buildOnce.Do(func() {
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			dir = os.TempDir()
-		}
-		dir = filepath.Join(dir, "walsync-tools", "versitygw-v1.8.0")
-		binPath = filepath.Join(dir, "versitygw")
-		if _, err := os.Stat(binPath); err == nil {
-			return
-		}
-		cmd := exec.Command("go", "install", Module)
-		cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go install %s: %v\n%s", Module, err, out)
-		}
-	})
-	return binPath, buildErr
-}
+func Binary() (string, error) { return testtools.Install(Module) }
 
 // Server is a running versitygw.
 type Server struct {
