@@ -173,7 +173,7 @@ type applier struct {
 	checksum ltx.Checksum // expected database checksum after the last file
 	// unverified: a file without checksums was applied (Litestream's)
 	unverified bool
-	buf      []byte
+	buf        []byte
 }
 
 func (a *applier) applyFile(f *os.File, fi *ltx.FileInfo, pos *ltx.TXID, target ltx.TXID) error {
