@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin/walsync
 DEMO     ?= /tmp/walsync
 # Packages whose code runs concurrently: tested with the race detector.
-RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./fusefs/...
+RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./replicate/... ./fusefs/... ./dbfiles/... ./vfs/...
 
 .PHONY: build ext run demo test lint unit integration bench fuzz clean
 

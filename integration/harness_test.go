@@ -405,3 +405,7 @@ func readAll(t testing.TB, r io.Reader) string {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+func openRO(path string) (*sql.DB, error) {
+	return sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=10000")
+}

@@ -71,7 +71,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&backendOpts.Endpoint, "s3-endpoint", "", "URL of an S3-compatible server (path-style addressing); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS")
 	root.PersistentFlags().StringVar(&backendOpts.Region, "s3-region", "", "S3 region; default from AWS_REGION or the shared config")
-	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd())
+	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd())
 	return root
 }
 
@@ -83,7 +83,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-ch
-		slog.Info("signal received: flushing and unmounting", "signal", s.String())
+		slog.Info("signal received: stopping", "signal", s.String())
 		cancel()
 		<-ch
 		slog.Error("second signal: exiting without flushing; staged transactions ship at the next start")
