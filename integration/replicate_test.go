@@ -146,3 +146,54 @@ func checkRestoredRO(t *testing.T, path string) string {
 	}
 	return contentHash(t, db)
 }
+
+// TestReplicateResyncsAfterCompaction stops replicate, lets retention delete
+// the files it would need next, and restarts it: it resyncs from a snapshot
+// by itself and catches up.
+func TestReplicateResyncsAfterCompaction(t *testing.T) {
+	m := newMount(t, "--compaction-levels", "300ms", "--snapshot-interval", "500ms", "--retention", "1s")
+	rel := "resync/r.db"
+	local := filepath.Join(t.TempDir(), "replica.db")
+	db := openDB(t, m.path(rel), "journal_mode=WAL")
+	mustExec(t, db, "CREATE TABLE t(x)")
+	write := func(n int) {
+		for i := 0; i < n; i++ {
+			mustExec(t, db, "INSERT INTO t VALUES(?)", i)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	write(10)
+	m.waitShipped()
+	cmd := exec.Command(walsyncBin, "replicate", m.replicaURL()+"/"+rel, "--local", local, "--interval", "100ms")
+	if out, err := runFor(cmd, 2*time.Second); err != nil {
+		t.Fatalf("replicate: %v\n%s", err, out)
+	}
+	write(150) // about 3 s: several snapshots and retention passes
+	m.waitShipped()
+	time.Sleep(1500 * time.Millisecond)
+	want := contentHash(t, db)
+	cmd = exec.Command(walsyncBin, "replicate", m.replicaURL()+"/"+rel, "--local", local, "--interval", "100ms")
+	out, err := runFor(cmd, 3*time.Second)
+	if err != nil {
+		t.Fatalf("replicate: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "resyncing from a snapshot") {
+		t.Fatalf("replicate did not resync after the chain was compacted away:\n%s", out)
+	}
+	if got := checkRestoredRO(t, local); got != want {
+		t.Fatalf("replica differs from the source after the resync:\n%s", out)
+	}
+}
+
+// runFor runs cmd for d, then stops it with SIGINT and returns its output.
+func runFor(cmd *exec.Cmd, d time.Duration) (string, error) {
+	var log syncBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	time.Sleep(d)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	return log.String(), err
+}
