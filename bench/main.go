@@ -48,10 +48,11 @@ const (
 
 // results is what --out holds.
 type results struct {
-	Write writeResult `json:"mount_wal_small_tx"`
-	RSS   rssResult   `json:"rss_100_open_dbs_mb"`
-	S3    s3Result    `json:"s3_100_dbs_20_tx_per_s"`
-	VFS   []vfsResult `json:"vfs_small_tx"`
+	Write   writeResult   `json:"mount_wal_small_tx"`
+	RSS     rssResult     `json:"rss_100_open_dbs_mb"`
+	S3      s3Result      `json:"s3_100_dbs_20_tx_per_s"`
+	VFS     []vfsResult   `json:"vfs_small_tx"`
+	Restore restoreResult `json:"restore_from_s3"`
 }
 
 type writeResult struct {
@@ -76,6 +77,7 @@ func main() {
 	bin := flag.String("walsync", "bin/walsync", "walsync binary")
 	out := flag.String("out", "bench.json", "write the results as JSON to this file")
 	dur := flag.Duration("duration", 5*time.Second, "length of each write measurement")
+	restoreMB = flag.Int("restore-mb", 1024, "size of the database restored from S3 by walsync and Litestream (0: skip)")
 	s3Duration = flag.Duration("s3-duration", 10*time.Second, "length of the S3 workload (100 databases at 20 tx/s each)")
 	flag.Parse()
 	if flag.NArg() > 0 || *dur <= 0 {
@@ -158,6 +160,11 @@ func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
 	}
 	if res.VFS, err = measureVFS(ctx, root, dur); err != nil {
 		return err
+	}
+	if *restoreMB > 0 {
+		if res.Restore, err = measureRestore(ctx, bin, root, *restoreMB); err != nil {
+			return err
+		}
 	}
 
 	report(res)
@@ -308,6 +315,13 @@ func report(r results) {
 	for _, v := range r.VFS {
 		fmt.Fprintf(tw, "VFS %s: plain / walsync tx/s\t%.0f / %.0f\t\t\n", v.Mode, v.Plain, v.VFS)
 		fmt.Fprintf(tw, "VFS %s: ratio\t%.3f\t>= %.1f\t%s\n", v.Mode, v.Ratio, v.Target, verdict(v.Pass))
+	}
+	if r.Restore.SizeMB > 0 {
+		if r.Restore.LitestreamError != "" {
+			fmt.Fprintf(tw, "restore %.0f MB from S3: walsync\t%.1f MB/s\t\t(litestream failed: see bench.json)\n", r.Restore.SizeMB, r.Restore.WalsyncMBps)
+		} else {
+			fmt.Fprintf(tw, "restore %.0f MB from S3: walsync / litestream\t%.1f / %.1f MB/s\t>= litestream\t%s\n", r.Restore.SizeMB, r.Restore.WalsyncMBps, r.Restore.LitestreamMBps, verdict(r.Restore.Pass))
+		}
 	}
 	fmt.Fprintf(tw, "S3: transactions (%d dbs x %d tx/s)\t%d\t\t\n", s3DBs, s3Rate, r.S3.Transactions)
 	fmt.Fprintf(tw, "S3: PUTs per 1,000 transactions\t%.1f\t~ dbs/interval\t\n", r.S3.PUTsPer1000Tx)

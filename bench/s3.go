@@ -24,7 +24,10 @@ const (
 	s3Rate = 20  // transactions per second per database
 )
 
-var s3Duration *time.Duration
+var (
+	s3Duration *time.Duration
+	restoreMB  *int
+)
 
 type s3Result struct {
 	Transactions  int     `json:"transactions"`

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/walsync/walsync/internal/s3test"
+	"github.com/walsync/walsync/internal/testtools"
+)
+
+// litestreamModule is the Litestream measured beside walsync's restore.
+const litestreamModule = "github.com/benbjohnson/litestream/cmd/litestream@v0.5.18"
+
+type restoreResult struct {
+	SizeMB          float64 `json:"size_mb"`
+	WalsyncMBps     float64 `json:"walsync_mb_per_s"`
+	LitestreamMBps  float64 `json:"litestream_mb_per_s"`
+	Ratio           float64 `json:"ratio"`
+	Pass            bool    `json:"pass"`
+	LitestreamError string  `json:"litestream_error,omitempty"`
+}
+
+// measureRestore backs up one database of sizeMB to a local S3 server with
+// walsync and with Litestream, then times both restores from it.
+func measureRestore(ctx context.Context, bin, root string, sizeMB int) (restoreResult, error) {
+	r := restoreResult{}
+	ls, err := testtools.Install(litestreamModule)
+	if err != nil {
+		return r, err
+	}
+	srv, err := s3test.Launch(filepath.Join(root, "rs3"))
+	if err != nil {
+		return r, err
+	}
+	defer srv.Stop()
+	if err := srv.MakeBucket("restore"); err != nil {
+		return r, err
+	}
+	src := filepath.Join(root, "big.db")
+	fmt.Fprintf(os.Stderr, "restore bench: building a %d MB database\n", sizeMB)
+	if err := buildDB(src, sizeMB); err != nil {
+		return r, err
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return r, err
+	}
+	r.SizeMB = float64(fi.Size()) / 1e6
+	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3=" + srv.Endpoint}
+
+	// walsync: copy the database into a mount; it ships it at close.
+	mnt, data := filepath.Join(root, "rmnt"), filepath.Join(root, "rdata")
+	os.MkdirAll(mnt, 0o755)
+	w, err := startWalsync(bin, mnt, data, "s3://restore/ws", syncInterval, env...)
+	if err != nil {
+		return r, err
+	}
+	if err := copyFile(src, filepath.Join(mnt, "big.db")); err != nil {
+		w.stop()
+		return r, err
+	}
+	if err := w.stop(); err != nil { // flushes
+		return r, err
+	}
+
+	// Litestream: replicate the same file.
+	cfg := filepath.Join(root, "litestream.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("dbs:\n  - path: %s\n    replicas:\n      - url: s3://restore/ls\n        endpoint: %s\n        force-path-style: true\n        region: us-east-1\n", src, srv.Endpoint)), 0o644)
+	lsCmd := exec.CommandContext(ctx, ls, "replicate", "-config", cfg)
+	// Litestream 0.5.18 cannot build its S3 client when AWS_CA_BUNDLE is set
+	// ("unable to add custom RootCAs HTTPClient"); walsync can. The local
+	// server speaks plain HTTP, so Litestream runs without it.
+	lsEnv := append(withoutEnv("AWS_CA_BUNDLE"), env...)
+	lsCmd.Env = lsEnv
+	lsLog := &syncBuffer{}
+	lsCmd.Stdout, lsCmd.Stderr = lsLog, lsLog
+	if err := lsCmd.Start(); err != nil {
+		return r, err
+	}
+	// Litestream needs a write transaction to start; then wait for its upload.
+	db, err := sql.Open("sqlite3", "file:"+src)
+	if err == nil {
+		time.Sleep(2 * time.Second)
+		db.Exec("CREATE TABLE IF NOT EXISTS bench_marker(x)")
+		db.Close()
+	}
+	time.Sleep(time.Duration(sizeMB/50+10) * time.Second)
+	lsCmd.Process.Signal(os.Interrupt)
+	lsCmd.Wait()
+
+	timeIt := func(name string, environ []string, args ...string) (float64, error) {
+		out := filepath.Join(root, name+".db")
+		os.Remove(out)
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = environ
+		start := time.Now()
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("%s restore: %v: %s", name, err, lastLines(string(b), 5))
+		}
+		secs := time.Since(start).Seconds()
+		got, err := os.Stat(out)
+		os.Remove(out)
+		if err != nil || float64(got.Size()) < 0.99*float64(fi.Size()) {
+			return 0, fmt.Errorf("%s restored an incomplete database (%v)", name, err)
+		}
+		return r.SizeMB / secs, nil
+	}
+	if r.WalsyncMBps, err = timeIt("walsync", append(os.Environ(), env...), bin, "restore", "s3://restore/ws/big.db", "-o", filepath.Join(root, "walsync.db")); err != nil {
+		return r, err
+	}
+	r.LitestreamMBps, err = timeIt("litestream", lsEnv, ls, "restore", "-o", filepath.Join(root, "litestream.db"), "s3://restore/ls?endpoint="+strings.TrimPrefix(srv.Endpoint, "http://")+"&forcePathStyle=true")
+	if err != nil {
+		r.LitestreamError = err.Error() + "\n" + lastLines(lsLog.String(), 5)
+		return r, nil
+	}
+	r.Ratio = r.WalsyncMBps / r.LitestreamMBps
+	r.Pass = r.Ratio >= 1
+	return r, nil
+}
+
+func buildDB(path string, sizeMB int) error {
+	os.Remove(path)
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)"); err != nil {
+		return err
+	}
+	rows := sizeMB * 1e6 / 4000
+	_, err = db.Exec("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < ?) INSERT INTO t(b) SELECT randomblob(3900) FROM c", rows)
+	if err != nil {
+		return err
+	}
+	_, err = db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return err
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func withoutEnv(name string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
