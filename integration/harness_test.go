@@ -219,18 +219,30 @@ func (m *mount) path(rel string) string {
 // waitShipped waits until everything staged has been uploaded.
 func (m *mount) waitShipped() {
 	m.t.Helper()
+	if !waitUnstaged(m.stagedBytes) {
+		m.t.Fatalf("staged transactions were not shipped in time\n%s", m.log)
+	}
+}
+
+// waitUnstaged waits until staged() reads zero twice in a row, 50 ms apart:
+// a sealed batch leaves staging only after its upload, but a directory walk
+// can miss a log in the instant it is renamed from pending to batch-*, and
+// then sees it (or nothing, because it was uploaded) the second time.
+func waitUnstaged(staged func() int64) bool {
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if m.stagedBytes() == 0 {
-			// A sealed batch being uploaded is gone from staging only after
-			// its upload: zero staged bytes means all is on the replica.
-			return
+	zeros := 0
+	for zeros < 2 {
+		if staged() == 0 {
+			zeros++
+		} else {
+			zeros = 0
 		}
 		if time.Now().After(deadline) {
-			m.t.Fatalf("staged transactions were not shipped in time\n%s", m.log)
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return true
 }
 
 func (m *mount) stagedBytes() int64 {

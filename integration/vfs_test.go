@@ -68,12 +68,8 @@ func (f *vfsFrontEnd) open(t testing.TB, path string, pragmas ...string) *sql.DB
 
 func (f *vfsFrontEnd) waitShipped() {
 	f.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for dirStaged(f.staging) > 0 {
-		if time.Now().After(deadline) {
-			f.t.Fatal("the VFS did not ship its staged transactions in time")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !waitUnstaged(func() int64 { return dirStaged(f.staging) }) {
+		f.t.Fatal("the VFS did not ship its staged transactions in time")
 	}
 }
 
