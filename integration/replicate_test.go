@@ -40,9 +40,14 @@ func TestReplicateWithReaders(t *testing.T) {
 
 	const accounts, total = 20, 20 * 1000
 	db := openDB(t, m.path(rel), "journal_mode=WAL")
-	mustExec(t, db, "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER, pad BLOB)")
+	// One transaction: a replica either has no table or all the accounts.
+	tx := mustBegin(t, db)
+	mustExec(t, tx, "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER, pad BLOB)")
 	for i := 0; i < accounts; i++ {
-		mustExec(t, db, "INSERT INTO accounts(id, balance, pad) VALUES(?, 1000, randomblob(300))", i)
+		mustExec(t, tx, "INSERT INTO accounts(id, balance, pad) VALUES(?, 1000, randomblob(300))", i)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
