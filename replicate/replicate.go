@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/internal/sqlitelock"
 	"github.com/walsync/walsync/restore"
 	"github.com/walsync/walsync/storage"
 	"golang.org/x/sys/unix"
@@ -226,14 +227,8 @@ func (r *replica) applyFile(ctx context.Context, fi *ltx.FileInfo) error {
 	return r.commit(pages, hdr.PageSize, hdr.Commit, position{TXID: hdr.MaxTXID, Checksum: dec.Trailer().PostApplyChecksum, Timestamp: time.UnixMilli(hdr.Timestamp).UTC()}, hdr.IsSnapshot())
 }
 
-// SQLite's lock bytes and journal magic.
-const (
-	pendingByte  = 0x40000000
-	reservedByte = pendingByte + 1
-	sharedFirst  = pendingByte + 2
-	sharedSize   = 510
-	sectorSize   = 512
-)
+// sectorSize is the journal sector size walsync writes.
+const sectorSize = 512
 
 var journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
 
@@ -249,7 +244,7 @@ func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos p
 	if err := lockExclusive(fd); err != nil {
 		return err
 	}
-	defer setLock(fd, unix.F_UNLCK, pendingByte, 2+sharedSize)
+	defer sqlitelock.Set(fd, unix.F_UNLCK, sqlitelock.PendingByte, 2+sqlitelock.SharedSize)
 	jpath := r.path + "-journal"
 	if err := rollback(jpath, f); err != nil {
 		return fmt.Errorf("roll back the journal left by an interrupted update: %w", err)
@@ -399,30 +394,25 @@ func syncDir(dir string) {
 	}
 }
 
-func setLock(fd int, typ int16, start, length int64) error {
-	lk := unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: start, Len: length}
-	return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
-}
-
 // lockExclusive takes SQLite's locks up to EXCLUSIVE, waiting for readers
 // to finish; while it waits, PENDING keeps new readers out.
 func lockExclusive(fd int) error {
 	deadline := time.Now().Add(30 * time.Second)
-	for setLock(fd, unix.F_WRLCK, reservedByte, 1) != nil {
+	for sqlitelock.Set(fd, unix.F_WRLCK, sqlitelock.ReservedByte, 1) != nil {
 		if time.Now().After(deadline) {
 			return errors.New("another writer holds the replica's RESERVED lock: only walsync replicate may write it")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for setLock(fd, unix.F_WRLCK, pendingByte, 1) != nil {
+	for sqlitelock.Set(fd, unix.F_WRLCK, sqlitelock.PendingByte, 1) != nil {
 		if time.Now().After(deadline) {
 			return errors.New("timed out waiting for the PENDING lock")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for setLock(fd, unix.F_WRLCK, sharedFirst, sharedSize) != nil {
+	for sqlitelock.Set(fd, unix.F_WRLCK, sqlitelock.SharedFirst, sqlitelock.SharedSize) != nil {
 		if time.Now().After(deadline) {
-			setLock(fd, unix.F_UNLCK, pendingByte, 2)
+			sqlitelock.Set(fd, unix.F_UNLCK, sqlitelock.PendingByte, 2)
 			return errors.New("timed out waiting for readers to finish")
 		}
 		time.Sleep(200 * time.Microsecond)

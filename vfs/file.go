@@ -7,15 +7,8 @@ import (
 
 	"github.com/psanford/sqlite3vfs"
 	"github.com/walsync/walsync/dbfiles"
+	"github.com/walsync/walsync/internal/sqlitelock"
 	"golang.org/x/sys/unix"
-)
-
-// SQLite's lock bytes (os.h).
-const (
-	pendingByte  = 0x40000000
-	reservedByte = pendingByte + 1
-	sharedFirst  = pendingByte + 2
-	sharedSize   = 510
 )
 
 // file is one open file of the VFS.
@@ -108,10 +101,9 @@ func (fl *file) Close() error {
 	return nil
 }
 
-// setLock takes (typ F_RDLCK/F_WRLCK) or releases (F_UNLCK) an OFD lock.
+// setLock takes or releases one of SQLite's lock ranges; ok reports success.
 func (fl *file) setLock(typ int16, start, length int64) bool {
-	lk := unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: start, Len: length}
-	return unix.FcntlFlock(uintptr(fl.fd), unix.F_OFD_SETLK, &lk) == nil
+	return sqlitelock.Set(fl.fd, typ, start, length) == nil
 }
 
 // Lock raises the lock as SQLite's unix VFS does (os_unix.c, unixLock).
@@ -121,26 +113,26 @@ func (fl *file) Lock(want sqlite3vfs.LockType) error {
 	}
 	switch want {
 	case sqlite3vfs.LockShared:
-		if !fl.setLock(unix.F_RDLCK, pendingByte, 1) {
+		if !fl.setLock(unix.F_RDLCK, sqlitelock.PendingByte, 1) {
 			return sqlite3vfs.BusyError
 		}
-		ok := fl.setLock(unix.F_RDLCK, sharedFirst, sharedSize)
-		fl.setLock(unix.F_UNLCK, pendingByte, 1)
+		ok := fl.setLock(unix.F_RDLCK, sqlitelock.SharedFirst, sqlitelock.SharedSize)
+		fl.setLock(unix.F_UNLCK, sqlitelock.PendingByte, 1)
 		if !ok {
 			return sqlite3vfs.BusyError
 		}
 	case sqlite3vfs.LockReserved:
-		if !fl.setLock(unix.F_WRLCK, reservedByte, 1) {
+		if !fl.setLock(unix.F_WRLCK, sqlitelock.ReservedByte, 1) {
 			return sqlite3vfs.BusyError
 		}
 	case sqlite3vfs.LockPending, sqlite3vfs.LockExclusive:
 		if fl.lock < sqlite3vfs.LockPending {
-			if !fl.setLock(unix.F_WRLCK, pendingByte, 1) {
+			if !fl.setLock(unix.F_WRLCK, sqlitelock.PendingByte, 1) {
 				return sqlite3vfs.BusyError
 			}
 			fl.lock = sqlite3vfs.LockPending
 		}
-		if want == sqlite3vfs.LockExclusive && !fl.setLock(unix.F_WRLCK, sharedFirst, sharedSize) {
+		if want == sqlite3vfs.LockExclusive && !fl.setLock(unix.F_WRLCK, sqlitelock.SharedFirst, sqlitelock.SharedSize) {
 			return sqlite3vfs.BusyError
 		}
 	}
@@ -154,12 +146,12 @@ func (fl *file) Unlock(want sqlite3vfs.LockType) error {
 		return nil
 	}
 	if want == sqlite3vfs.LockShared {
-		if fl.lock > sqlite3vfs.LockShared && !fl.setLock(unix.F_RDLCK, sharedFirst, sharedSize) {
+		if fl.lock > sqlite3vfs.LockShared && !fl.setLock(unix.F_RDLCK, sqlitelock.SharedFirst, sqlitelock.SharedSize) {
 			return sqlite3vfs.IOError
 		}
-		fl.setLock(unix.F_UNLCK, pendingByte, 2) // PENDING and RESERVED
+		fl.setLock(unix.F_UNLCK, sqlitelock.PendingByte, 2) // PENDING and RESERVED
 	} else {
-		fl.setLock(unix.F_UNLCK, pendingByte, 2+sharedSize)
+		fl.setLock(unix.F_UNLCK, sqlitelock.PendingByte, 2+sqlitelock.SharedSize)
 	}
 	fl.lock = want
 	return nil
@@ -174,11 +166,11 @@ func (fl *file) Unlock(want sqlite3vfs.LockType) error {
 func (fl *file) CheckReservedLock() (bool, error) {
 	reserved := fl.lock >= sqlite3vfs.LockReserved
 	if !reserved {
-		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: reservedByte, Len: 1}
-		if err := unix.FcntlFlock(uintptr(fl.fd), unix.F_OFD_GETLK, &lk); err != nil {
+		held, err := sqlitelock.Held(fl.fd, sqlitelock.ReservedByte, 1)
+		if err != nil {
 			return false, sqlite3vfs.IOError
 		}
-		reserved = lk.Type != unix.F_UNLCK
+		reserved = held
 	}
 	return !reserved, nil
 }

@@ -15,21 +15,26 @@ import (
 	"github.com/walsync/walsync/storage"
 )
 
-// databasesAt returns the databases a URL names: the URL itself when it is
-// a database root, else every database under it.
-func databasesAt(ctx context.Context, c storage.Client) ([]string, error) {
+// openDatabases opens a replica URL and returns the databases it names: the
+// URL itself ("") when it is a database root, else every database under it.
+func openDatabases(ctx context.Context, url string) (storage.Client, []string, error) {
+	c, err := openReplica(ctx, strings.TrimSuffix(url, "/"))
+	if err != nil {
+		return nil, nil, err
+	}
 	s, err := restore.Summarize(ctx, c, "")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.HasTransaction {
-		return []string{""}, nil
+		return c, []string{""}, nil
 	}
 	l, ok := c.(storage.DatabaseLister)
 	if !ok {
-		return nil, fmt.Errorf("%s holds no database", c.URL())
+		return nil, nil, fmt.Errorf("%s holds no database", c.URL())
 	}
-	return l.Databases(ctx)
+	dbs, err := l.Databases(ctx)
+	return c, dbs, err
 }
 
 func newLsCmd() *cobra.Command {
@@ -39,11 +44,7 @@ func newLsCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := context.Background()
-			c, err := openReplica(ctx, strings.TrimSuffix(args[0], "/"))
-			if err != nil {
-				return err
-			}
-			dbs, err := databasesAt(ctx, c)
+			c, dbs, err := openDatabases(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -85,11 +86,7 @@ func newVerifyCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := context.Background()
-			c, err := openReplica(ctx, strings.TrimSuffix(args[0], "/"))
-			if err != nil {
-				return err
-			}
-			dbs, err := databasesAt(ctx, c)
+			c, dbs, err := openDatabases(ctx, args[0])
 			if err != nil {
 				return err
 			}
