@@ -30,6 +30,7 @@ func TestReplicateWithReaders(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() }) // also when the test fails early
 		return cmd, &log
 	}
 	rep, repLog := startRep()
