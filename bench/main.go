@@ -1,21 +1,28 @@
-// Command bench measures walsync against its targets:
+// Command bench measures walsync against its targets, in one run on this
+// machine, and prints one table (the same figures go to --out as JSON, so
+// they can be compared between commits):
 //
-//   - write speed: small autocommit WAL transactions (synchronous=NORMAL, one
-//     INSERT of a 100-byte blob each) through the mount, relative to the same
-//     workload in a plain directory on the same filesystem (target: ratio >= 0.3);
-//   - memory: walsync's resident set with 100 databases open under the mount
-//     (target: < 30 MB).
+//   - writes: small autocommit WAL transactions (synchronous=NORMAL, one
+//     INSERT of a 100-byte blob each) through the mount and through the VFS,
+//     each relative to the same workload on plain disk (targets: mount >= 0.5,
+//     VFS >= 0.8);
+//   - reads: point selects by rowid on a warm 100 MB database, through the
+//     mount relative to plain disk (target >= 0.9);
+//   - scale: walsync's memory with 1, 100 and 1,000 databases under one mount
+//     (each created, written once and left open and idle), then with 100 of
+//     the 1,000 active at 10 tx/s, against a local S3 server (versitygw):
+//     RSS (target <= 40 MB), S3 PUTs per 1,000 transactions and commit ->
+//     durable lag p50/p99 (target p99 <= sync interval + 250 ms);
+//   - restore: a large database restored from S3, walsync beside Litestream.
 //
 // Usage:
 //
-//	go run ./bench --walsync bin/walsync [--out bench.json] [--duration 5s]
+//	go run ./bench --walsync bin/walsync [--out bench.json] [--duration 5s] [--only writes,reads,scale,vfs,restore]
 //
-// It starts `walsync mount` on temporary directories with a file:// replica,
-// runs each write measurement 3 times, alternating plain and mount, and
-// reports the medians. It prints a table and writes the same figures as JSON
-// to --out. Targets are printed as PASS or MISS; they do not change the exit
-// status, which is non-zero only if the benchmark itself fails (including an
-// unclean exit of walsync).
+// Each speed measurement runs 3 times, alternating plain and walsync, and
+// the medians are reported. Targets are printed as PASS or MISS; they do not
+// change the exit status, which is non-zero only if the benchmark itself
+// fails (including an unclean exit of walsync).
 package main
 
 import (
@@ -39,20 +46,18 @@ import (
 )
 
 const (
-	runs         = 3   // write measurements per side; the median is reported
-	openDBs      = 100 // databases held open for the memory measurement
+	runs         = 3 // speed measurements per side; the median is reported
 	syncInterval = time.Second
-	targetRatio  = 0.3  // mount tx/s over plain tx/s, at least
-	targetRSSMB  = 30.0 // walsync's VmRSS with openDBs open, below
+	targetRatio  = 0.5 // mount tx/s over plain tx/s, at least
 )
 
 // results is what --out holds.
 type results struct {
-	Write   writeResult   `json:"mount_wal_small_tx"`
-	RSS     rssResult     `json:"rss_100_open_dbs_mb"`
-	S3      s3Result      `json:"s3_100_dbs_20_tx_per_s"`
-	VFS     []vfsResult   `json:"vfs_small_tx"`
-	Restore restoreResult `json:"restore_from_s3"`
+	Write   *writeResult   `json:"mount_wal_small_tx,omitempty"`
+	VFS     []vfsResult    `json:"vfs_small_tx,omitempty"`
+	Reads   *readsResult   `json:"mount_warm_point_selects,omitempty"`
+	Scale   *scaleResult   `json:"scale,omitempty"`
+	Restore *restoreResult `json:"restore_from_s3,omitempty"`
 }
 
 type writeResult struct {
@@ -66,33 +71,37 @@ type writeResult struct {
 	Pass      bool      `json:"pass"`
 }
 
-type rssResult struct {
-	RSS    float64 `json:"rss"`
-	Peak   float64 `json:"peak"`
-	Target float64 `json:"target_max"`
-	Pass   bool    `json:"pass"`
-}
+var allParts = []string{"writes", "vfs", "reads", "scale", "restore"}
 
 func main() {
 	bin := flag.String("walsync", "bin/walsync", "walsync binary")
 	out := flag.String("out", "bench.json", "write the results as JSON to this file")
-	dur := flag.Duration("duration", 5*time.Second, "length of each write measurement")
-	restoreMB = flag.Int("restore-mb", 1024, "size of the database restored from S3 by walsync and Litestream (0: skip)")
-	s3Duration = flag.Duration("s3-duration", 10*time.Second, "length of the S3 workload (100 databases at 20 tx/s each)")
+	dur := flag.Duration("duration", 5*time.Second, "length of each speed measurement")
+	only := flag.String("only", strings.Join(allParts, ","), "measure only these parts (comma-separated)")
+	restoreMB = flag.Int("restore-mb", 1024, "size of the database restored from S3 by walsync and Litestream")
+	activeDuration = flag.Duration("active-duration", 20*time.Second, "length of the scale scenario's active phase")
 	flag.Parse()
-	if flag.NArg() > 0 || *dur <= 0 {
+	parts := map[string]bool{}
+	for _, p := range strings.Split(*only, ",") {
+		if !slices.Contains(allParts, p) {
+			fmt.Fprintf(os.Stderr, "bench: --only: unknown part %q (parts: %s)\n", p, strings.Join(allParts, ","))
+			os.Exit(2)
+		}
+		parts[p] = true
+	}
+	if flag.NArg() > 0 || *dur <= 0 || *restoreMB <= 0 || *activeDuration <= 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *bin, *out, *dur); err != nil {
+	if err := run(ctx, *bin, *out, *dur, parts); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
+func run(ctx context.Context, bin, out string, dur time.Duration, parts map[string]bool) (err error) {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("--walsync: %w (build it with: go build -o bin/walsync ./cmd/walsync)", err)
 	}
@@ -101,17 +110,58 @@ func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			os.RemoveAll(root)
+		}
+	}()
+	var res results
+	if parts["writes"] || parts["reads"] {
+		if err := measureMount(ctx, bin, root, dur, parts, &res); err != nil {
+			return err
+		}
+	}
+	if parts["vfs"] {
+		if res.VFS, err = measureVFS(ctx, root, dur); err != nil {
+			return err
+		}
+	}
+	if parts["scale"] {
+		sc, err := measureScale(ctx, bin, root)
+		if err != nil {
+			return err
+		}
+		res.Scale = &sc
+	}
+	if parts["restore"] {
+		rr, err := measureRestore(ctx, bin, root, *restoreMB)
+		if err != nil {
+			return err
+		}
+		res.Restore = &rr
+	}
+
+	report(res)
+	b, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s\n", out)
+	return nil
+}
+
+// measureMount runs the write and read measurements through one mount with
+// a file:// replica.
+func measureMount(ctx context.Context, bin, root string, dur time.Duration, parts map[string]bool, res *results) (err error) {
 	dirs := map[string]string{}
 	for _, d := range []string{"mnt", "data", "replica", "plain"} {
 		dirs[d] = filepath.Join(root, d)
 		if err := os.Mkdir(dirs[d], 0o755); err != nil {
-			os.RemoveAll(root)
 			return err
 		}
 	}
 	w, err := startWalsync(bin, dirs["mnt"], dirs["data"], "file://"+dirs["replica"], syncInterval)
 	if err != nil {
-		os.RemoveAll(root)
 		return err
 	}
 	defer func() {
@@ -123,56 +173,24 @@ func run(ctx context.Context, bin, out string, dur time.Duration) (err error) {
 			err = errors.Join(err, stopErr, errors.New(w.logText()))
 		}
 		if mounted(dirs["mnt"]) {
-			err = errors.Join(err, fmt.Errorf("left %s in place: %s is still mounted", root, dirs["mnt"]))
-			return
+			err = errors.Join(err, fmt.Errorf("%s is still mounted", dirs["mnt"]))
 		}
-		os.RemoveAll(root)
 	}()
 	fmt.Fprintf(os.Stderr, "walsync (pid %d) mounted %s\n", w.pid(), dirs["mnt"])
-
-	var res results
-	if res.Write, err = measureWrites(ctx, dirs["plain"], dirs["mnt"], dur); err != nil {
-		return err
-	}
-	dbs, err := openMany(ctx, dirs["mnt"], openDBs)
-	defer func() {
-		for _, db := range dbs {
-			db.Close()
-		}
-	}()
-	if err != nil {
-		return err
-	}
-	// Let the batch window close so the first uploads are part of the figure.
-	if err := sleep(ctx, 2*syncInterval); err != nil {
-		return err
-	}
-	if res.RSS, err = measureRSS(w.pid()); err != nil {
-		return err
-	}
-
-	for _, db := range dbs {
-		db.Close()
-	}
-	dbs = nil
-	if res.S3, err = measureS3(ctx, bin, root, *s3Duration); err != nil {
-		return err
-	}
-	if res.VFS, err = measureVFS(ctx, root, dur); err != nil {
-		return err
-	}
-	if *restoreMB > 0 {
-		if res.Restore, err = measureRestore(ctx, bin, root, *restoreMB); err != nil {
+	if parts["writes"] {
+		wr, err := measureWrites(ctx, dirs["plain"], dirs["mnt"], dur)
+		if err != nil {
 			return err
 		}
+		res.Write = &wr
 	}
-
-	report(res)
-	b, _ := json.MarshalIndent(res, "", "  ")
-	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
-		return err
+	if parts["reads"] {
+		rr, err := measureReads(ctx, dirs["plain"], dirs["mnt"], dur)
+		if err != nil {
+			return err
+		}
+		res.Reads = &rr
 	}
-	fmt.Printf("wrote %s\n", out)
 	return nil
 }
 
@@ -228,33 +246,6 @@ func smallTx(ctx context.Context, path string, dur time.Duration) (float64, erro
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// openMany creates n databases under dir, t000/app.db and so on, each with a
-// table and one row, and returns them open. The caller closes them, also on
-// error.
-func openMany(ctx context.Context, dir string, n int) ([]*sql.DB, error) {
-	var dbs []*sql.DB
-	for i := 0; i < n; i++ {
-		if err := ctx.Err(); err != nil {
-			return dbs, err
-		}
-		path := filepath.Join(dir, fmt.Sprintf("t%03d", i), "app.db")
-		if err := os.Mkdir(filepath.Dir(path), 0o755); err != nil {
-			return dbs, err
-		}
-		db, err := openDB(path)
-		if err != nil {
-			return dbs, err
-		}
-		dbs = append(dbs, db)
-		for _, q := range []string{`CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)`, `INSERT INTO t(v) VALUES(randomblob(100))`} {
-			if _, err := db.Exec(q); err != nil {
-				return dbs, fmt.Errorf("%s: %w", path, err)
-			}
-		}
-	}
-	return dbs, nil
-}
-
 // openDB opens path on one connection in WAL mode with synchronous=NORMAL,
 // and checks that both took effect.
 func openDB(path string) (*sql.DB, error) {
@@ -280,11 +271,15 @@ func openDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// measureRSS reads VmRSS and VmHWM of process pid, in MB.
-func measureRSS(pid int) (rssResult, error) {
+// memory is a process's resident set in MB: VmRSS, VmHWM (peak), and VmRSS
+// split into anonymous memory (heap, stacks) and file pages (the binary).
+type memory struct{ rss, peak, anon, file float64 }
+
+// readRSS reads VmRSS and VmHWM of process pid.
+func readRSS(pid int) (memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return rssResult{}, err
+		return memory{}, err
 	}
 	kB := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
@@ -296,38 +291,40 @@ func measureRSS(pid int) (rssResult, error) {
 		}
 	}
 	if kB["VmRSS"] == 0 || kB["VmHWM"] == 0 {
-		return rssResult{}, fmt.Errorf("no VmRSS or VmHWM in /proc/%d/status", pid)
+		return memory{}, fmt.Errorf("no VmRSS or VmHWM in /proc/%d/status", pid)
 	}
-	r := rssResult{RSS: kB["VmRSS"] / 1024, Peak: kB["VmHWM"] / 1024, Target: targetRSSMB}
-	r.Pass = r.RSS < targetRSSMB
-	return r, nil
+	return memory{rss: kB["VmRSS"] / 1024, peak: kB["VmHWM"] / 1024, anon: kB["RssAnon"] / 1024, file: kB["RssFile"] / 1024}, nil
 }
 
 func report(r results) {
-	fmt.Printf("\nwalsync bench: WAL small transactions, median of %d runs of %gs each (plain and mount alternating)\n\n", runs, r.Write.Duration)
+	fmt.Printf("\nwalsync bench: speeds are medians of %d runs, plain and walsync alternating, in this run on this machine\n\n", runs)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "METRIC\tRESULT\tTARGET\t")
-	fmt.Fprintf(tw, "plain dir, tx/s\t%.0f\t\t\n", r.Write.Plain)
-	fmt.Fprintf(tw, "mount, tx/s\t%.0f\t\t\n", r.Write.Mount)
-	fmt.Fprintf(tw, "ratio mount/plain\t%.3f\t>= %.1f\t%s\n", r.Write.Ratio, targetRatio, verdict(r.Write.Pass))
-	fmt.Fprintf(tw, "RSS, %d open dbs (VmRSS)\t%.1f MB\t< %.0f MB\t%s\n", openDBs, r.RSS.RSS, targetRSSMB, verdict(r.RSS.Pass))
-	fmt.Fprintf(tw, "peak RSS (VmHWM)\t%.1f MB\t\t\n", r.RSS.Peak)
-	for _, v := range r.VFS {
-		fmt.Fprintf(tw, "VFS %s: plain / walsync tx/s\t%.0f / %.0f\t\t\n", v.Mode, v.Plain, v.VFS)
-		fmt.Fprintf(tw, "VFS %s: ratio\t%.3f\t>= %.1f\t%s\n", v.Mode, v.Ratio, v.Target, verdict(v.Pass))
+	fmt.Fprintln(tw, "METRIC\tPLAIN\tWALSYNC\tRATIO\tTARGET\t")
+	if w := r.Write; w != nil {
+		fmt.Fprintf(tw, "small WAL tx/s, mount\t%.0f\t%.0f\t%.2fx\t>= %.1fx\t%s\n", w.Plain, w.Mount, w.Ratio, w.Target, verdict(w.Pass))
 	}
-	if r.Restore.SizeMB > 0 {
-		if r.Restore.LitestreamError != "" {
-			fmt.Fprintf(tw, "restore %.0f MB from S3: walsync\t%.1f MB/s\t\t(litestream failed: see bench.json)\n", r.Restore.SizeMB, r.Restore.WalsyncMBps)
+	for _, v := range r.VFS {
+		fmt.Fprintf(tw, "small tx/s, VFS (%s)\t%.0f\t%.0f\t%.2fx\t>= %.1fx\t%s\n", v.Mode, v.Plain, v.VFS, v.Ratio, v.Target, verdict(v.Pass))
+	}
+	if rd := r.Reads; rd != nil {
+		fmt.Fprintf(tw, "point selects/s, warm %.0f MB db, mount\t%.0f\t%.0f\t%.2fx\t>= %.1fx\t%s\n", rd.SizeMB, rd.Plain, rd.Mount, rd.Ratio, rd.Target, verdict(rd.Pass))
+	}
+	if s := r.Scale; s != nil {
+		for _, st := range s.Idle {
+			fmt.Fprintf(tw, "RSS, %d dbs open and idle (peak)\t\t%.1f MB (%.1f)\t\t\t\n", st.DBs, st.RSSMB, st.PeakMB)
+		}
+		a := s.Active
+		fmt.Fprintf(tw, "RSS, %d dbs, %d active at %d tx/s (peak)\t\t%.1f MB (%.1f)\t\t<= %.0f MB\t%s\n", a.DBs, a.Active, a.RatePerDB, a.RSSMB, a.PeakMB, a.RSSTargetMB, verdict(a.RSSPass))
+		fmt.Fprintf(tw, "commit -> durable on S3, p50 / p99\t\t%.0f / %.0f ms\t\t<= %.0f ms\t%s\n", a.LagP50ms, a.LagP99ms, a.LagTargetP99ms, verdict(a.LagPass))
+		fmt.Fprintf(tw, "S3 PUTs per 1,000 tx (%d tx)\t\t%.0f\t\t\t\n", a.Transactions, a.PUTsPer1000Tx)
+	}
+	if rs := r.Restore; rs != nil {
+		if rs.LitestreamError != "" {
+			fmt.Fprintf(tw, "restore %.0f MB from S3, MB/s\tlitestream failed\t%.1f\t\t\t(see bench.json)\n", rs.SizeMB, rs.WalsyncMBps)
 		} else {
-			fmt.Fprintf(tw, "restore %.0f MB from S3: walsync / litestream\t%.1f / %.1f MB/s\t>= litestream\t%s\n", r.Restore.SizeMB, r.Restore.WalsyncMBps, r.Restore.LitestreamMBps, verdict(r.Restore.Pass))
+			fmt.Fprintf(tw, "restore %.0f MB from S3, MB/s (plain: litestream)\t%.1f\t%.1f\t%.2fx\t>= 1x\t%s\n", rs.SizeMB, rs.LitestreamMBps, rs.WalsyncMBps, rs.Ratio, verdict(rs.Pass))
 		}
 	}
-	fmt.Fprintf(tw, "S3: transactions (%d dbs x %d tx/s)\t%d\t\t\n", s3DBs, s3Rate, r.S3.Transactions)
-	fmt.Fprintf(tw, "S3: PUTs per 1,000 transactions\t%.1f\t~ dbs/interval\t\n", r.S3.PUTsPer1000Tx)
-	fmt.Fprintf(tw, "S3: PUTs per second\t%.1f\t~ %d\t\n", r.S3.PUTsPerSecond, s3DBs)
-	fmt.Fprintf(tw, "S3: commit -> durable lag p50\t%.0f ms\t\t\n", r.S3.LagP50ms)
-	fmt.Fprintf(tw, "S3: commit -> durable lag p99\t%.0f ms\t<= %.0f ms\t%s\n", r.S3.LagP99ms, r.S3.TargetP99ms, verdict(r.S3.Pass))
 	tw.Flush()
 	fmt.Println()
 }

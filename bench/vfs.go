@@ -11,7 +11,7 @@ import (
 	"github.com/walsync/walsync/vfs"
 )
 
-const targetVFSRatio = 0.7
+const targetVFSRatio = 0.8
 
 type vfsResult struct {
 	Mode   string  `json:"mode"`

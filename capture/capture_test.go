@@ -498,6 +498,7 @@ type harness struct {
 	instWarns int // "without a rollback journal" warnings of the current DB
 
 	context func() string // appended to failure messages when set
+	sums    capture.Sums      // the checksum store; nil: the default
 }
 
 func newHarness(t testing.TB, files *memFiles) *harness {
@@ -520,6 +521,7 @@ func (h *harness) config(pos capture.Pos) capture.Config {
 		Pos:   pos,
 		Now:   func() time.Time { return time.UnixMilli(1700000000000) },
 		Sink:  h.sink,
+		Sums:  h.sums,
 		Warn: func(msg string) {
 			h.warns = append(h.warns, msg)
 			if strings.Contains(msg, "without a rollback journal") {

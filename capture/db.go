@@ -90,6 +90,9 @@ type Config struct {
 	Pos  Pos
 	Now  func() time.Time
 	Sink Sink
+	// Sums stores the per-page checksums; default an in-memory MemSums.
+	// Its content is rebuilt by Open.
+	Sums Sums
 	// Warn reports conditions the user must know about, such as a journal
 	// mode walsync cannot capture. May be nil.
 	Warn func(msg string)
@@ -111,9 +114,9 @@ type DB struct {
 
 	pageSize uint32
 	commit   uint32
-	sums     []ltx.Checksum // per page, index pgno-1; zero for the lock page
-	xor      ltx.Checksum   // XOR of sums
-	walMode  bool           // page 1 says WAL (file format versions 2)
+	sums     Sums         // per page of the captured state; zero for the lock page
+	xor      ltx.Checksum // XOR of sums
+	walMode  bool         // page 1 says WAL (file format versions 2)
 
 	wal walState
 
@@ -122,18 +125,18 @@ type DB struct {
 	unjournaled bool // database written with neither a live journal nor WAL
 	warnedMode  bool
 
-	buf []byte
-
 	lastFrameOff int64 // offset of the frame whose header is in lastFrameHdr
 	lastFrameHdr [walFrameHeaderSize]byte
 }
 
+// walState is what the core keeps of the WAL: a few words, whatever its size.
+// Where each page's latest frame is (the WAL index) is rebuilt from the
+// frame headers on the rare occasions it is needed (walIndex).
 type walState struct {
-	valid  bool
-	hdr    walHeader
-	end    int64            // offset just past the last committed frame
-	cksum  [2]uint32        // running checksum at end
-	frames map[uint32]int64 // pgno -> offset of page data of its latest committed frame
+	valid bool
+	hdr   walHeader
+	end   int64     // offset just past the last committed frame
+	cksum [2]uint32 // running checksum at end
 }
 
 // Open establishes the logical state of a database from its files and
@@ -145,7 +148,10 @@ func Open(cfg Config) (*DB, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	d := &DB{cfg: cfg, files: cfg.Files, pos: cfg.Pos, dirty: map[uint32]struct{}{}, lastFrameOff: -1}
+	if cfg.Sums == nil {
+		cfg.Sums = &MemSums{}
+	}
+	d := &DB{cfg: cfg, files: cfg.Files, sums: cfg.Sums, pos: cfg.Pos, dirty: map[uint32]struct{}{}, lastFrameOff: -1}
 	d.needFull = d.pos.TXID == 0
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -184,6 +190,11 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 	n := int64(len(data))
 	if off < walHeaderSize {
 		d.readWALHeader()
+	}
+	if !d.known && !d.journalLive && d.wal.valid {
+		// The state was lost (its checksums could not be stored): rebuild
+		// it from the files; what this write committed is shipped with it.
+		return d.establish()
 	}
 	if !d.wal.valid || !d.known || off+n <= d.wal.end {
 		return nil
@@ -412,10 +423,9 @@ type walPage struct {
 func (d *DB) scanWAL(recovery bool, end int64) error {
 	ps := int64(d.wal.hdr.pageSize)
 	fsz := ps + walFrameHeaderSize
-	if int64(cap(d.buf)) < fsz {
-		d.buf = make([]byte, fsz)
-	}
-	buf := d.buf[:fsz]
+	bp := getBuf(int(fsz))
+	defer putBuf(bp)
+	buf := *bp
 	off, cksum := d.wal.end, d.wal.cksum
 	var pending map[uint32]walPage
 	for end == 0 || off < end {
@@ -444,7 +454,6 @@ func (d *DB) scanWAL(recovery bool, end int64) error {
 			continue
 		}
 		if recovery {
-			d.applyWALIndex(pending, f.commit)
 			d.commit = f.commit
 		} else if err := d.commitWAL(pending, f.commit, off); err != nil {
 			return err
@@ -455,20 +464,42 @@ func (d *DB) scanWAL(recovery bool, end int64) error {
 	return nil
 }
 
-func (d *DB) applyWALIndex(pending map[uint32]walPage, commit uint32) {
-	if d.wal.frames == nil {
-		d.wal.frames = map[uint32]int64{}
+// walIndex maps each page to the offset of the page data of its latest
+// committed frame in the current WAL generation, as SQLite's wal-index does.
+func (d *DB) walIndex() (map[uint32]int64, error) {
+	idx := map[uint32]int64{}
+	if !d.wal.valid {
+		return idx, nil
 	}
-	for pgno, p := range pending {
-		if pgno <= commit {
-			d.wal.frames[pgno] = p.off
+	fsz := int64(d.wal.hdr.pageSize) + walFrameHeaderSize
+	var h [walFrameHeaderSize]byte
+	type frame struct {
+		pgno uint32
+		off  int64
+	}
+	var pending []frame
+	for off := int64(walHeaderSize); off+fsz <= d.wal.end; off += fsz {
+		if err := readFull(d.files, WALFile, h[:], off); err != nil {
+			return nil, fmt.Errorf("read %s WAL frame at %d: %w", d.cfg.Name, off, err)
 		}
-	}
-	for pgno := range d.wal.frames {
-		if pgno > commit {
-			delete(d.wal.frames, pgno)
+		f := parseWALFrame(h[:])
+		pending = append(pending, frame{f.pgno, off + walFrameHeaderSize})
+		if f.commit == 0 {
+			continue
 		}
+		for _, p := range pending {
+			if p.pgno <= f.commit {
+				idx[p.pgno] = p.off
+			}
+		}
+		for pgno := range idx {
+			if pgno > f.commit {
+				delete(idx, pgno)
+			}
+		}
+		pending = pending[:0]
 	}
+	return idx, nil
 }
 
 // commitWAL captures the transaction whose commit frame ends at end.
@@ -477,12 +508,9 @@ func (d *DB) commitWAL(pending map[uint32]walPage, commit uint32, end int64) err
 		d.pageSize = d.wal.hdr.pageSize
 	}
 	lock := ltx.LockPgno(d.pageSize)
-	var changes []change
+	changes := make([]change, 0, len(pending))
 	for pgno, p := range pending {
-		if pgno > commit || pgno == lock {
-			continue
-		}
-		if pgno > d.commit || d.sums[pgno-1] != p.sum {
+		if pgno <= commit && pgno != lock {
 			changes = append(changes, change{pgno: pgno, sum: p.sum, ref: pageRef{pgno, WALFile, p.off}})
 		}
 	}
@@ -496,42 +524,72 @@ func (d *DB) commitWAL(pending map[uint32]walPage, commit uint32, end int64) err
 			changes = append(changes, c)
 		}
 	}
-	if err := d.emit(changes, commit); err != nil {
+	changes, err := d.changed(changes)
+	if err == nil {
+		err = d.emit(changes, commit)
+	}
+	if err != nil {
 		// SQLite will report the commit as failed; make sure its recovery
 		// can never resurrect it.
 		var zero [walFrameHeaderSize]byte
 		_, _ = d.files.WriteAt(WALFile, zero[:], end-int64(d.wal.hdr.pageSize)-walFrameHeaderSize)
 		return err
 	}
-	d.applyWALIndex(pending, commit)
 	return nil
 }
 
 type change struct {
 	pgno uint32
 	sum  ltx.Checksum
+	old  ltx.Checksum // in the last captured state; zero past its end
 	ref  pageRef
 }
 
+// changed sorts candidate changes by page number, fills in their checksums in
+// the last captured state and keeps those whose content differs.
+func (d *DB) changed(cands []change) ([]change, error) {
+	slices.SortFunc(cands, func(a, b change) int { return int(a.pgno) - int(b.pgno) })
+	n := len(cands)
+	for n > 0 && cands[n-1].pgno > d.commit {
+		n--
+	}
+	if n > 0 {
+		pgnos := make([]uint32, n)
+		for i := range pgnos {
+			pgnos[i] = cands[i].pgno
+		}
+		old := make([]ltx.Checksum, n)
+		if err := runs(pgnos, func(first uint32, i, j int) error {
+			return d.sums.ReadSums(first, old[i:j])
+		}); err != nil {
+			return nil, fmt.Errorf("read page checksums of %s: %w", d.cfg.Name, err)
+		}
+		for i := range old {
+			cands[i].old = old[i]
+		}
+	}
+	out := cands[:0]
+	for i, c := range cands {
+		if i >= n || c.old != c.sum {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
 func (d *DB) readDBPage(pgno uint32) (change, error) {
-	buf := d.pageBuf()
+	bp := getBuf(int(d.pageSize))
+	defer putBuf(bp)
 	off := int64(pgno-1) * int64(d.pageSize)
-	if err := readFull(d.files, DBFile, buf, off); err != nil {
+	if err := readFull(d.files, DBFile, *bp, off); err != nil {
 		return change{}, fmt.Errorf("read %s page %d: %w", d.cfg.Name, pgno, err)
 	}
-	return change{pgno: pgno, sum: pageChecksum(pgno, buf), ref: pageRef{pgno, DBFile, off}}, nil
+	return change{pgno: pgno, sum: pageChecksum(pgno, *bp), ref: pageRef{pgno, DBFile, off}}, nil
 }
 
-func (d *DB) pageBuf() []byte {
-	if uint32(cap(d.buf)) < d.pageSize {
-		d.buf = make([]byte, d.pageSize+walFrameHeaderSize)
-	}
-	return d.buf[:d.pageSize]
-}
-
-// logicalRef says where the current content of pgno lives.
-func (d *DB) logicalRef(pgno uint32) pageRef {
-	if off, ok := d.wal.frames[pgno]; ok {
+// logicalRef says where the current content of pgno lives, given the WAL index.
+func (d *DB) logicalRef(idx map[uint32]int64, pgno uint32) pageRef {
+	if off, ok := idx[pgno]; ok {
 		return pageRef{pgno, WALFile, off}
 	}
 	return pageRef{pgno, DBFile, int64(pgno-1) * int64(d.pageSize)}
@@ -579,7 +637,7 @@ func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 		commit = uint32(size / int64(h.pageSize))
 	}
 	lock := ltx.LockPgno(d.pageSize)
-	var changes []change
+	changes := make([]change, 0, len(dirty))
 	for pgno := range dirty {
 		if pgno > commit || pgno == lock {
 			continue
@@ -588,9 +646,7 @@ func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 		if err != nil {
 			return err
 		}
-		if pgno > d.commit || d.sums[pgno-1] != c.sum {
-			changes = append(changes, c)
-		}
+		changes = append(changes, c)
 	}
 	for pgno := d.commit + 1; pgno <= commit; pgno++ {
 		if _, ok := dirty[pgno]; !ok && pgno != lock {
@@ -601,6 +657,10 @@ func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 			changes = append(changes, c)
 		}
 	}
+	changes, err := d.changed(changes)
+	if err != nil {
+		return err
+	}
 	return d.emit(changes, commit)
 }
 
@@ -608,7 +668,7 @@ func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 // committed frames of the WAL) and reconciles it with the last position.
 func (d *DB) establish() error {
 	d.known = false
-	d.pageSize, d.commit, d.sums, d.xor, d.walMode = 0, 0, nil, 0, false
+	d.pageSize, d.commit, d.xor, d.walMode = 0, 0, 0, false
 	d.wal = walState{}
 	size := d.files.Size(DBFile)
 	if size >= 100 {
@@ -637,7 +697,9 @@ func (d *DB) establish() error {
 			return err
 		}
 	}
-	d.sums = make([]ltx.Checksum, d.commit)
+	if err := d.sums.TruncateSums(0); err != nil {
+		return fmt.Errorf("reset page checksums of %s: %w", d.cfg.Name, err)
+	}
 	if d.commit == 0 {
 		d.known = true // an empty database: nothing to ship until it has a page
 		if d.pos.TXID != 0 {
@@ -645,18 +707,32 @@ func (d *DB) establish() error {
 		}
 		return nil
 	}
+	idx, err := d.walIndex()
+	if err != nil {
+		return err
+	}
 	lock := ltx.LockPgno(d.pageSize)
-	buf := d.pageBuf()
-	for pgno := uint32(1); pgno <= d.commit; pgno++ {
-		if pgno == lock {
-			continue
+	bp := getBuf(int(d.pageSize))
+	defer putBuf(bp)
+	var chunk [1024]ltx.Checksum
+	for first := uint32(1); first <= d.commit; first += uint32(len(chunk)) {
+		n := min(uint32(len(chunk)), d.commit-first+1)
+		for i := range n {
+			pgno := first + i
+			if pgno == lock {
+				chunk[i] = 0
+				continue
+			}
+			ref := d.logicalRef(idx, pgno)
+			if err := readFull(d.files, ref.kind, *bp, ref.off); err != nil {
+				return fmt.Errorf("read %s page %d: %w", d.cfg.Name, pgno, err)
+			}
+			chunk[i] = pageChecksum(pgno, *bp)
+			d.xor ^= chunk[i]
 		}
-		ref := d.logicalRef(pgno)
-		if err := readFull(d.files, ref.kind, buf, ref.off); err != nil {
-			return fmt.Errorf("read %s page %d: %w", d.cfg.Name, pgno, err)
+		if err := d.sums.WriteSums(first, chunk[:n]); err != nil {
+			return fmt.Errorf("write page checksums of %s: %w", d.cfg.Name, err)
 		}
-		d.sums[pgno-1] = pageChecksum(pgno, buf)
-		d.xor ^= d.sums[pgno-1]
 	}
 	d.known = true
 	if d.pos.TXID != 0 && (d.pos.Checksum != ltx.ChecksumFlag|d.xor || d.pos.Commit != d.commit || d.pos.PageSize != d.pageSize) {
@@ -686,15 +762,18 @@ func (d *DB) emit(changes []change, commit uint32) error {
 	lock := ltx.LockPgno(d.pageSize)
 	xor := d.xor
 	for _, c := range changes {
-		if c.pgno <= d.commit {
-			xor ^= d.sums[c.pgno-1]
+		xor ^= c.old ^ c.sum
+	}
+	if commit < d.commit {
+		// Pages cut off by a shrinking database.
+		cut := make([]ltx.Checksum, d.commit-commit)
+		if err := d.sums.ReadSums(commit+1, cut); err != nil {
+			return fmt.Errorf("read page checksums of %s: %w", d.cfg.Name, err)
 		}
-		xor ^= c.sum
+		for _, c := range cut {
+			xor ^= c
+		}
 	}
-	for pgno := commit + 1; pgno <= d.commit; pgno++ {
-		xor ^= d.sums[pgno-1] // pages cut off by a shrinking database
-	}
-	slices.SortFunc(changes, func(a, b change) int { return int(a.pgno) - int(b.pgno) })
 
 	tx := &Tx{
 		TXID:         d.pos.TXID + 1,
@@ -707,6 +786,10 @@ func (d *DB) emit(changes []change, commit uint32) error {
 		files:        d.files,
 	}
 	if tx.Full {
+		idx, err := d.walIndex()
+		if err != nil {
+			return err
+		}
 		tx.pages = make([]pageRef, 0, commit)
 		j := 0
 		for pgno := uint32(1); pgno <= commit; pgno++ {
@@ -718,7 +801,7 @@ func (d *DB) emit(changes []change, commit uint32) error {
 			case j < len(changes) && changes[j].pgno == pgno:
 				tx.pages = append(tx.pages, changes[j].ref)
 			default:
-				tx.pages = append(tx.pages, d.logicalRef(pgno))
+				tx.pages = append(tx.pages, d.logicalRef(idx, pgno))
 			}
 		}
 	} else {
@@ -732,23 +815,45 @@ func (d *DB) emit(changes []change, commit uint32) error {
 	}
 
 	// Staged: apply.
-	if int(commit) > len(d.sums) {
-		d.sums = append(d.sums, make([]ltx.Checksum, int(commit)-len(d.sums))...)
-	}
-	for pgno := commit + 1; pgno <= d.commit; pgno++ {
-		d.sums[pgno-1] = 0
-	}
-	d.sums = d.sums[:commit]
 	for _, c := range changes {
-		d.sums[c.pgno-1] = c.sum
 		if c.pgno == 1 {
 			d.walMode = d.page1WAL(c.ref)
 		}
 	}
-	d.commit, d.xor = commit, xor
 	d.pos = Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: d.pageSize, Commit: commit}
 	d.needFull = false
+	prevCommit := d.commit
+	d.commit, d.xor = commit, xor
+	if err := d.storeSums(changes, prevCommit); err != nil {
+		// The transaction is staged, so it commits; the checksums are
+		// rebuilt from the files before the next capture.
+		d.known = false
+		if d.cfg.Warn != nil {
+			d.cfg.Warn(fmt.Sprintf("database %s: transaction %d is staged but its page checksums could not be stored (%v); "+
+				"they are rebuilt from the database at its next write", d.cfg.Name, tx.TXID, err))
+		}
+		return nil
+	}
 	return nil
+}
+
+// storeSums records the checksums of a staged transaction's pages; the
+// database had prevCommit pages before it.
+func (d *DB) storeSums(changes []change, prevCommit uint32) error {
+	if d.commit < prevCommit {
+		if err := d.sums.TruncateSums(d.commit); err != nil {
+			return err
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	pgnos := make([]uint32, len(changes))
+	sums := make([]ltx.Checksum, len(changes))
+	for i, c := range changes {
+		pgnos[i], sums[i] = c.pgno, c.sum
+	}
+	return runs(pgnos, func(first uint32, i, j int) error { return d.sums.WriteSums(first, sums[i:j]) })
 }
 
 func (d *DB) page1WAL(ref pageRef) bool {

@@ -51,7 +51,9 @@ func (tx *Tx) Pgnos() []uint32 {
 // ForEachPage calls fn with each page the transaction carries, in page
 // number order. data is only valid during the call.
 func (tx *Tx) ForEachPage(fn func(pgno uint32, data []byte) error) error {
-	buf := make([]byte, tx.PageSize)
+	bp := getBuf(int(tx.PageSize))
+	defer putBuf(bp)
+	buf := *bp
 	for _, p := range tx.pages {
 		if err := readFull(tx.files, p.kind, buf, p.off); err != nil {
 			return fmt.Errorf("read page %d: %w", p.pgno, err)

@@ -6,13 +6,17 @@ package dbfiles
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/capture"
 )
 
@@ -24,6 +28,9 @@ type Stager interface {
 	Stage(db string, tx *capture.Tx) error
 	// Sync fsyncs the database's staged transactions.
 	Sync(db string) error
+	// StateDir is a directory for the database's other state (its page
+	// checksums), created on first use.
+	StateDir(db string) string
 }
 
 // Registry holds the databases of one front end, by name.
@@ -47,11 +54,15 @@ func NewRegistry(stager Stager, log *slog.Logger, now func() time.Time) *Registr
 	return &Registry{Stager: stager, Log: log, Now: now, dbs: map[string]*Database{}}
 }
 
-// Database is one database and its companion files.
+// Database is one database and its companion files. An idle database
+// (no handle open on its main file) holds no file descriptors and no page
+// data: its capture core keeps a few words of position and its page
+// checksums stay in a file.
 type Database struct {
 	r     *Registry
 	Name  string // replica path of the database
 	Files *Files
+	sums  *SumsFile
 
 	mu    sync.Mutex
 	core  *capture.DB // nil until the file is known to be a database
@@ -146,9 +157,13 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		d.r.Log.Warn("cannot read the replica position; capturing from a new snapshot", "db", d.Name, "err", err)
 		pos = capture.Pos{}
 	}
+	if d.sums == nil {
+		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums")}
+	}
 	core, err := capture.Open(capture.Config{
 		Name:  d.Name,
 		Files: d.Files,
+		Sums:  d.sums,
 		Pos:   pos,
 		Now:   d.r.Now,
 		Sink:  func(tx *capture.Tx) error { return d.r.Stager.Stage(d.Name, tx) },
@@ -186,9 +201,8 @@ func (f *Files) path(k capture.Kind) string {
 	return f.base
 }
 
+// file returns the descriptor of a file; f.mu must be held.
 func (f *Files) file(k capture.Kind) (*os.File, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.fds[k] != nil {
 		return f.fds[k], nil
 	}
@@ -210,6 +224,7 @@ func (f *Files) Invalidate(k capture.Kind) {
 	}
 }
 
+// CloseAll closes every cached descriptor.
 func (f *Files) CloseAll() {
 	for k := range f.fds {
 		f.Invalidate(capture.Kind(k))
@@ -217,6 +232,8 @@ func (f *Files) CloseAll() {
 }
 
 func (f *Files) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	fd, err := f.file(k)
 	if err != nil {
 		return 0, err
@@ -225,6 +242,8 @@ func (f *Files) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
 }
 
 func (f *Files) WriteAt(k capture.Kind, p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	fd, err := f.file(k)
 	if err != nil {
 		return 0, err
@@ -233,6 +252,8 @@ func (f *Files) WriteAt(k capture.Kind, p []byte, off int64) (int, error) {
 }
 
 func (f *Files) Size(k capture.Kind) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	fd, err := f.file(k)
 	if err != nil {
 		return -1
@@ -242,6 +263,85 @@ func (f *Files) Size(k capture.Kind) int64 {
 		return -1
 	}
 	return fi.Size()
+}
+
+// SumsFile is a capture.Sums in a file, 8 bytes per page (big-endian), so a
+// database's page checksums live in the page cache, not in the heap. Its
+// content is rebuilt when a capture core opens; it is opened on first use.
+type SumsFile struct {
+	Path string
+
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (s *SumsFile) file() (*os.File, error) {
+	if s.f != nil {
+		return s.f, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(s.Path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s.f = f
+	return f, nil
+}
+
+func (s *SumsFile) ReadSums(first uint32, dst []ltx.Checksum) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.file()
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 8*len(dst))
+	n, err := f.ReadAt(b, 8*int64(first-1))
+	if err != nil && err != io.EOF {
+		return err
+	}
+	clear(b[n:]) // past the end: never written
+	for i := range dst {
+		dst[i] = ltx.Checksum(binary.BigEndian.Uint64(b[8*i:]))
+	}
+	return nil
+}
+
+func (s *SumsFile) WriteSums(first uint32, src []ltx.Checksum) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.file()
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 8*len(src))
+	for i, c := range src {
+		binary.BigEndian.PutUint64(b[8*i:], uint64(c))
+	}
+	_, err = f.WriteAt(b, 8*int64(first-1))
+	return err
+}
+
+func (s *SumsFile) TruncateSums(n uint32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.file()
+	if err != nil {
+		return err
+	}
+	return f.Truncate(8 * int64(n))
+}
+
+// Close releases the descriptor; the next call opens it again.
+func (s *SumsFile) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
 }
 
 // Role is what a file is to a database.
@@ -379,5 +479,22 @@ func (d *Database) Close(r Role) (last bool, err error) {
 	if last && core != nil {
 		err = core.Closed()
 	}
+	if last {
+		d.idle()
+	}
 	return last, err
+}
+
+// idle releases the descriptors the capture core keeps; they are opened
+// again when needed.
+func (d *Database) idle() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.opens > 0 {
+		return
+	}
+	d.Files.CloseAll()
+	if d.sums != nil {
+		d.sums.Close()
+	}
 }

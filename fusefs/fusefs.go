@@ -61,6 +61,11 @@ func New(opts Options) (*FS, error) {
 	return &FS{opts: opts, root: root, log: opts.Logger, reg: dbfiles.NewRegistry(opts.Stager, opts.Logger, opts.Now)}, nil
 }
 
+// maxWrite is the largest WRITE request the kernel sends: SQLite's largest
+// write (a 64 KiB page) in one request. go-fuse keeps one buffer of this size
+// per request in flight, so it bounds the mount's memory under load.
+const maxWrite = 64<<10 + 4<<10
+
 // Mount mounts the filesystem at mountpoint. The caller must Unmount the
 // returned server.
 func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
@@ -81,7 +86,7 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 			Name:          "walsync",
 			DirectMount:   true,
 			AllowOther:    os.Geteuid() == 0,
-			MaxWrite:      1 << 20,
+			MaxWrite:      maxWrite,
 			DisableXAttrs: true,
 			Debug:         os.Getenv("WALSYNC_FUSE_DEBUG") != "",
 		},

@@ -172,7 +172,7 @@ func (s *Shipper) stage(db string) (*stage, error) {
 	if st, ok := s.stages[db]; ok {
 		return st, nil
 	}
-	st := &stage{db: db, dir: filepath.Join(s.opts.Dir, url.PathEscape(db)), stagedBytes: &s.staged}
+	st := &stage{db: db, dir: s.StateDir(db), stagedBytes: &s.staged}
 	if err := st.load(); err != nil {
 		return nil, fmt.Errorf("staging of %s: %w", db, err)
 	}
@@ -224,6 +224,13 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 		s.schedule(st, s.opts.SyncInterval)
 	}
 	return nil
+}
+
+// StateDir is the directory of a database's staging, where a front end may
+// keep other per-database state (files whose names do not start with
+// "batch-", "pending", "shipped" or ".ltx").
+func (s *Shipper) StateDir(db string) string {
+	return filepath.Join(s.opts.Dir, url.PathEscape(db))
 }
 
 // Sync makes the database's staged transactions durable on disk.

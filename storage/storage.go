@@ -130,8 +130,12 @@ func ParseURL(rawURL string) (*url.URL, error) {
 // Latest returns the last file of a database across all levels (the one with
 // the highest MaxTXID), or nil if the database has no files.
 func Latest(ctx context.Context, c Client, db string) (*ltx.FileInfo, error) {
+	levels, err := levelsOf(ctx, c, db)
+	if err != nil {
+		return nil, err
+	}
 	var last *ltx.FileInfo
-	for level := 0; level <= MaxLevel; level++ {
+	for _, level := range levels {
 		infos, err := c.LTXFiles(ctx, db, level)
 		if err != nil {
 			return nil, err
@@ -186,8 +190,12 @@ func Chain(files []*ltx.FileInfo, from, to ltx.TXID) []*ltx.FileInfo {
 
 // AllLTXFiles lists levels 0 to MaxLevel of a database.
 func AllLTXFiles(ctx context.Context, c Client, db string) ([]*ltx.FileInfo, error) {
+	levels, err := levelsOf(ctx, c, db)
+	if err != nil {
+		return nil, err
+	}
 	var all []*ltx.FileInfo
-	for level := 0; level <= MaxLevel; level++ {
+	for _, level := range levels {
 		infos, err := c.LTXFiles(ctx, db, level)
 		if err != nil {
 			return nil, err
@@ -195,6 +203,24 @@ func AllLTXFiles(ctx context.Context, c Client, db string) ([]*ltx.FileInfo, err
 		all = append(all, infos...)
 	}
 	return all, nil
+}
+
+// LevelLister is implemented by backends that can tell in one request which
+// levels (0 to MaxLevel) of a database hold files: a database seen for the
+// first time costs one S3 LIST, not one per level.
+type LevelLister interface {
+	Levels(ctx context.Context, db string) ([]int, error)
+}
+
+func levelsOf(ctx context.Context, c Client, db string) ([]int, error) {
+	if ll, ok := c.(LevelLister); ok {
+		return ll.Levels(ctx, db)
+	}
+	levels := make([]int, 0, MaxLevel+1)
+	for level := 0; level <= MaxLevel; level++ {
+		levels = append(levels, level)
+	}
+	return levels, nil
 }
 
 // DatabaseLister is implemented by backends that can find the databases

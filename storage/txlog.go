@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc64"
 	"io"
+	"sync"
 
 	"github.com/superfly/ltx"
 )
@@ -110,11 +111,16 @@ func (tw *TxRecordWriter) Close() error {
 	return tw.w.Flush()
 }
 
+// logReaders are the buffers of ReadTxLog, shared: the shipper reads a log per batch.
+var logReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
 // ReadTxLog reads and verifies the records of a log of the given size, in
 // one sequential pass. It returns the valid records and the offset just past
 // the last one; a torn or corrupt tail is an error only when strict is true.
 func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int64, err error) {
-	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<20)
+	br := logReaders.Get().(*bufio.Reader)
+	br.Reset(io.NewSectionReader(r, 0, size))
+	defer func() { br.Reset(nil); logReaders.Put(br) }()
 	crc := crc64.New(crcTable)
 	for end < size {
 		rec, err := readTxRecord(br, crc, end, size)

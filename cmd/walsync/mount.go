@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ func newMountCmd() *cobra.Command {
 		snapshotIvl  time.Duration
 		retention    time.Duration
 		maxStagingMB int64
+		memLimitMB   int64
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -42,6 +44,7 @@ at write time and shipped to URL, e.g. MOUNTPOINT/a/b.db to URL/a/b.db.
 Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			setMemoryLimit(cmd, memLimitMB)
 			return runMount(args[0], dataDir, replicaURL, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
 				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention,
@@ -58,9 +61,23 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	durationFlag(cmd, &retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
 	cmd.Flags().Int64Var(&maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
+	cmd.Flags().Int64Var(&memLimitMB, "memory-limit-mb", 24, "soft limit of the Go heap and runtime in MiB: the garbage collector works harder near it, it never fails an operation (0: none; GOMEMLIMIT, if set, wins over the default)")
 	_ = cmd.MarkFlagRequired("data")
 	_ = cmd.MarkFlagRequired("replica")
 	return cmd
+}
+
+// setMemoryLimit applies --memory-limit-mb. One process serves many
+// databases and its work is bursts of short-lived buffers (uploads, LTX
+// encoding): without a limit the heap grows to twice its live size between
+// collections and freed memory returns to the OS slowly.
+func setMemoryLimit(cmd *cobra.Command, mb int64) {
+	if os.Getenv("GOMEMLIMIT") != "" && !cmd.Flags().Changed("memory-limit-mb") {
+		return
+	}
+	if mb > 0 {
+		debug.SetMemoryLimit(mb << 20)
+	}
 }
 
 func runMount(mountpoint, dataDir, replicaURL string, opts shipper.Options) error {

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -146,6 +147,31 @@ func (c *Client) LTXFiles(ctx context.Context, db string, level int) ([]*ltx.Fil
 		return a[i].MaxTXID < a[j].MaxTXID
 	})
 	return a, nil
+}
+
+// Levels lists the level directories of a database in one request per
+// 1,000 entries (a delimiter listing).
+func (c *Client) Levels(ctx context.Context, db string) ([]int, error) {
+	prefix := path.Join(c.prefix, db) + "/"
+	var levels []int
+	p := s3.NewListObjectsV2Paginator(c.api, &s3.ListObjectsV2Input{Bucket: aws.String(c.bucket), Prefix: aws.String(prefix), Delimiter: aws.String("/")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list %s in %s: %w", prefix, c.Describe(), err)
+		}
+		for _, cp := range page.CommonPrefixes {
+			dir := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), prefix), "/")
+			if len(dir) != 4 {
+				continue
+			}
+			if l, err := strconv.ParseUint(dir, 16, 8); err == nil && int(l) <= storage.MaxLevel {
+				levels = append(levels, int(l))
+			}
+		}
+	}
+	sort.Ints(levels)
+	return levels, nil
 }
 
 // OpenLTXFile downloads one file, validating its checksum when the server has one.

@@ -45,6 +45,19 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || len(infos) != 2 || infos[0].MaxTXID != 3 || infos[1].MinTXID != 4 {
 		t.Fatalf("level 0 listing: %v %v", infos, err)
 	}
+	// One delimiter listing names the levels; the txlog directory is not one.
+	if levels, err := c.(*s3.Client).Levels(ctx, "a/b.db"); err != nil || len(levels) != 2 || levels[0] != 0 || levels[1] != 9 {
+		t.Fatalf("levels of a/b.db: %v %v", levels, err)
+	}
+	if levels, err := c.(*s3.Client).Levels(ctx, "a"); err != nil || len(levels) != 0 {
+		t.Fatalf("levels of a (a directory, not a database): %v %v", levels, err)
+	}
+	if fi, err := storage.Latest(ctx, c, "a/b.db"); err != nil || fi == nil || fi.Level != 0 || fi.MaxTXID != 4 {
+		t.Fatalf("latest of a/b.db: %v %v", fi, err)
+	}
+	if all, err := storage.AllLTXFiles(ctx, c, "a/b.db"); err != nil || len(all) != 3 {
+		t.Fatalf("all files of a/b.db: %v %v", all, err)
+	}
 	api := srv.Client(t)
 	head, err := api.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: aws.String("walsync-test"), Key: aws.String("backups/prod/a/b.db/0000/0000000000000001-0000000000000003.ltx")})
 	if err != nil {
