@@ -498,7 +498,7 @@ type harness struct {
 	instWarns int // "without a rollback journal" warnings of the current DB
 
 	context func() string // appended to failure messages when set
-	sums    capture.Sums      // the checksum store; nil: the default
+	sums    capture.Sums  // the checksum store; nil: the default
 }
 
 func newHarness(t testing.TB, files *memFiles) *harness {
