@@ -73,7 +73,7 @@ func buildRowsDB(path string, sizeMB int) (int, error) {
 		return 0, err
 	}
 	defer db.Close()
-	rows := sizeMB * 1e6 / (readsRowBytes + 20)
+	rows := sizeMB * 1e6 / (readsRowBytes + 10) // about sizeMB with the b-tree overhead
 	if _, err := db.Exec(`CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
 		return 0, err
 	}

@@ -182,7 +182,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		syscall.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return ch, h, fuse.FOPEN_KEEP_CACHE, 0
+	return ch, h, openFlags(r), 0
 }
 
 // Open opens a file.
@@ -210,7 +210,20 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return h, openFlags(r), 0
+}
+
+// openFlags: the kernel page cache is kept across opens (every change goes
+// through the mount). The -wal is opened for direct I/O: the kernel sends
+// each write(2) as one request instead of splitting the page that follows
+// a frame header at page-cache boundaries (3 round trips per frame become
+// 2); SQLite never maps the -wal, and reads WAL frames only for pages it
+// does not have cached.
+func openFlags(r dbfiles.Role) uint32 {
+	if r == dbfiles.RoleWAL {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return fuse.FOPEN_KEEP_CACHE
 }
 
 // Unlink removes a file; removing a -wal or -journal is a capture event.
