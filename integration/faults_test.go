@@ -189,41 +189,6 @@ func TestS3Faults(t *testing.T) {
 	}
 }
 
-// TestS3ManyDatabases writes 200 databases under one mount concurrently and
-// restores every one from S3.
-func TestS3ManyDatabases(t *testing.T) {
-	srv := s3test.Start(t)
-	srv.CreateBucket(t, "many")
-	srv.SetEnv(t)
-	m := newS3Mount(t, srv, srv.Endpoint, "s3://many/tenants")
-	const n = 200
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			db := openDB(t, m.path(fmt.Sprintf("t%03d/app.db", i)), "journal_mode="+[]string{"WAL", "DELETE"}[i%2])
-			mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-			for j := 0; j < 5; j++ {
-				mustExec(t, db, "INSERT INTO t(v) VALUES(?)", fmt.Sprintf("tenant %d row %d", i, j))
-			}
-			db.Close()
-		}(i)
-	}
-	wg.Wait()
-	m.waitShipped()
-	for i := 0; i < n; i++ {
-		rel := fmt.Sprintf("t%03d/app.db", i)
-		want := contentHash(t, openDB(t, m.path(rel)))
-		if got := checkRestored(t, restoreS3(t, srv, "many/tenants", rel)); got != want {
-			t.Fatalf("%s: restore from S3 differs", rel)
-		}
-	}
-}
-
 // TestS3RestartWithPendingStaging kills walsync while its batch window holds
 // transactions, restarts it, and checks that the pending work reaches S3 once.
 func TestS3RestartWithPendingStaging(t *testing.T) {

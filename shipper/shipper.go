@@ -15,10 +15,10 @@
 //
 // Shipping: a database's first staged transaction starts its batch window
 // (the sync interval); when it ends the pending log is sealed and one worker
-// of a shared pool uploads it: the batch's transaction log object (when it
-// holds more than one transaction), then one level-0 LTX file compacting the
-// whole batch, and the level-9 snapshot when the batch starts the database at
-// TXID 1. Failed uploads are retried with exponential backoff and jitter; the
+// of a shared pool uploads it: the level-9 snapshot when the batch starts the
+// database at TXID 1, then, concurrently, the batch's transaction log object
+// (when it holds more than one transaction) and one level-0 LTX file
+// compacting the whole batch. Failed uploads are retried with exponential backoff and jitter; the
 // sealed batch stays on disk until it is uploaded, across restarts.
 package shipper
 
@@ -432,23 +432,46 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 			return fmt.Errorf("upload snapshot of %s: %w", db, err)
 		}
 	}
+	// The per-transaction log and the level-0 file go up concurrently (one
+	// PUT of latency, not two); the batch counts as shipped only when both
+	// are there. If walsync stops in between, the batch is still staged and
+	// both are uploaded again (same keys) at the next start; until then a
+	// restore to a TXID inside this batch says no file continues there.
+	txlogErr := make(chan error, 1)
 	if len(recs) > 1 {
-		// The per-transaction log first, so a level-0 file on the replica
-		// always has its transactions beside it.
-		txlog := io.NewSectionReader(f, first.Offset, last.End()-first.Offset)
-		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.TxLogLevel, min, max, txlog, ts); err != nil {
-			return fmt.Errorf("upload %s transaction log %s: %w", db, ltx.FormatFilename(min, max), err)
-		}
+		go func() {
+			txlog := io.NewSectionReader(f, first.Offset, last.End()-first.Offset)
+			err := s.opts.Client.WriteLTXFile(ctx, db, storage.TxLogLevel, min, max, txlog, ts)
+			if err != nil {
+				err = fmt.Errorf("upload %s transaction log %s: %w", db, ltx.FormatFilename(min, max), err)
+			}
+			txlogErr <- err
+		}()
+	} else {
+		txlogErr <- nil
 	}
+	err := s.uploadL0(ctx, st, f, recs)
+	if terr := <-txlogErr; err == nil {
+		err = terr
+	}
+	if err != nil {
+		return err
+	}
+	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
+}
+
+// uploadL0 writes a batch's level-0 LTX file.
+func (s *Shipper) uploadL0(ctx context.Context, st *stage, f *os.File, recs []storage.TxRecord) error {
+	min, max := recs[0].TXID, recs[len(recs)-1].TXID
 	l0, err := st.buildLTX(f, recs)
 	if err != nil {
 		return err
 	}
 	defer l0.Close()
-	if err := s.opts.Client.WriteLTXFile(ctx, db, 0, min, max, l0, ts); err != nil {
-		return fmt.Errorf("upload %s level 0 %s: %w", db, ltx.FormatFilename(min, max), err)
+	if err := s.opts.Client.WriteLTXFile(ctx, st.db, 0, min, max, l0, time.UnixMilli(recs[len(recs)-1].Timestamp)); err != nil {
+		return fmt.Errorf("upload %s level 0 %s: %w", st.db, ltx.FormatFilename(min, max), err)
 	}
-	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
+	return nil
 }
 
 // buildLTX encodes consecutive staged transactions as one LTX file holding

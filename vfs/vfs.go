@@ -196,7 +196,8 @@ func (v *VFS) Delete(name string, dirSync bool) error {
 	if r == dbfiles.RoleDB {
 		r = dbfiles.RolePlain // SQLite deletes main files only as temp files
 	}
-	err := v.database(name, r).Remove(r, func() error { return os.Remove(name) })
+	d := v.database(name, r)
+	err := d.Remove(r, func() error { return os.Remove(name) })
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // SQLite tolerates a missing file (SQLITE_IOERR_DELETE_NOENT)
 	} else if err != nil {
@@ -207,6 +208,14 @@ func (v *VFS) Delete(name string, dirSync bool) error {
 		if dir, err := os.Open(filepath.Dir(name)); err == nil {
 			_ = dir.Sync()
 			dir.Close()
+		}
+		// synchronous=FULL in DELETE mode: the journal's deletion, which
+		// committed a transaction, is made durable; so is its staging.
+		if r == dbfiles.RoleJournal && d != nil && d.Core() != nil {
+			if err := v.shipper.Sync(d.Name); err != nil {
+				v.log.Error("sync staging failed", "db", d.Name, "err", err)
+				return sqlite3vfs.IOError
+			}
 		}
 	}
 	return nil
