@@ -62,6 +62,9 @@ func measureRestore(ctx context.Context, bin, root string, sizeMB int) (restoreR
 	if err != nil {
 		return r, err
 	}
+	// Its first upload is the whole database, twice (the level-9 snapshot
+	// and the level-0 file of TXID 1), at SIGINT.
+	w.exitTimeout = 20 * time.Minute
 	if err := copyFile(src, filepath.Join(mnt, "big.db")); err != nil {
 		w.stop()
 		return r, err

@@ -20,6 +20,9 @@ const (
 
 // walsync is one running `walsync mount`.
 type walsync struct {
+	// exitTimeout bounds the flush at stop; default exitTimeout.
+	exitTimeout time.Duration
+
 	cmd  *exec.Cmd
 	mnt  string
 	log  syncBuffer    // its stdout and stderr
@@ -30,7 +33,7 @@ type walsync struct {
 // startWalsync runs `walsync mount` and waits until mnt shows up in
 // /proc/self/mountinfo. On failure nothing is left running or mounted.
 func startWalsync(bin, mnt, data, replicaURL string, syncInterval time.Duration, env ...string) (*walsync, error) {
-	w := &walsync{mnt: mnt, done: make(chan struct{})}
+	w := &walsync{mnt: mnt, done: make(chan struct{}), exitTimeout: exitTimeout}
 	w.cmd = exec.Command(bin, "mount", mnt, "--data", data, "--replica", replicaURL,
 		"--sync-interval", syncInterval.String())
 	w.cmd.Env = append(os.Environ(), env...)
@@ -70,8 +73,8 @@ func (w *walsync) stop() error {
 		_ = w.cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-w.done:
-		case <-time.After(exitTimeout):
-			errs = append(errs, fmt.Errorf("walsync did not exit %v after SIGINT; killed it", exitTimeout))
+		case <-time.After(w.exitTimeout):
+			errs = append(errs, fmt.Errorf("walsync did not exit %v after SIGINT; killed it", w.exitTimeout))
 			_ = w.cmd.Process.Kill()
 			<-w.done
 		}

@@ -90,7 +90,9 @@ func (r *Registry) Forget(name string) {
 	delete(r.dbs, name)
 	r.mu.Unlock()
 	if d != nil {
-		d.Files.CloseAll()
+		d.mu.Lock()
+		d.closeFiles()
+		d.mu.Unlock()
 	}
 }
 
@@ -493,6 +495,11 @@ func (d *Database) idle() {
 	if d.opens > 0 {
 		return
 	}
+	d.closeFiles()
+}
+
+// closeFiles closes the descriptors the database keeps; d.mu is held.
+func (d *Database) closeFiles() {
 	d.Files.CloseAll()
 	if d.sums != nil {
 		d.sums.Close()
