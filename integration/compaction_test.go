@@ -41,7 +41,7 @@ func TestS3CompactionAndRetention(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 	}
 	m.waitShipped()
-	time.Sleep(4 * time.Second) // a snapshot and a retention pass after the last write
+	time.Sleep(3500 * time.Millisecond) // a snapshot and a retention pass (every 3 s) after the last write
 
 	c, err := storage.OpenWith(context.Background(), "s3://compact/p/"+rel, storage.Options{Endpoint: srv.Endpoint})
 	if err != nil {
@@ -59,9 +59,14 @@ func TestS3CompactionAndRetention(t *testing.T) {
 	if got := restoreAt(0); got != last.hash {
 		t.Fatal("latest restore differs from the source")
 	}
-	// A point 3 s before the end is inside the 6 s window.
+	// A point committed less than 6 s before now (the restore) is inside
+	// the retention window; half a second of margin for the restore itself.
+	inside := time.Now().Add(-5500 * time.Millisecond)
+	if !last.at.After(inside) {
+		t.Fatalf("the test took too long: its last write is %v old", time.Since(last.at))
+	}
 	for _, p := range points {
-		if p.at.After(last.at.Add(-3 * time.Second)) {
+		if p.at.After(inside) {
 			if got := restoreAt(p.txid); got != p.hash {
 				t.Fatalf("restore at TXID %d (inside the retention window) differs", p.txid)
 			}
