@@ -125,7 +125,9 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		from = src[0].MinTXID - 1
 	}
 	chain := storage.Chain(src, from, 0)
-	if len(chain) == 0 {
+	if len(chain) < 2 {
+		// Nothing to merge: a single file would only be copied. It is
+		// merged with the next one that arrives.
 		return nil
 	}
 	if err := s.compactInto(ctx, st, chain, level); err != nil {
