@@ -224,7 +224,24 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 	if f.commit == 0 || f.salt1 != d.wal.hdr.salt1 || f.salt2 != d.wal.hdr.salt2 {
 		return nil
 	}
-	return d.scanWAL(false, fstart+fsz)
+	// The commit frame's page is in hand: neither the scan nor staging
+	// reads it back.
+	var tail *frameInHand
+	switch ps := int64(d.wal.hdr.pageSize); {
+	case off == fstart+walFrameHeaderSize && n == ps && d.lastFrameOff == fstart:
+		tail = &frameInHand{off: fstart, hdr: d.lastFrameHdr, page: data}
+	case off == fstart && n == fsz:
+		tail = &frameInHand{off: fstart, hdr: d.lastFrameHdr, page: data[walFrameHeaderSize:]}
+	}
+	return d.scanWAL(false, fstart+fsz, tail)
+}
+
+// frameInHand is a WAL frame whose bytes the caller holds (the write that
+// completed it), valid during the call that captures it.
+type frameInHand struct {
+	off  int64
+	hdr  [walFrameHeaderSize]byte
+	page []byte
 }
 
 // TruncateWAL performs apply (a truncation of the -wal to size).
@@ -413,14 +430,16 @@ func (d *DB) readWALHeader() {
 }
 
 type walPage struct {
-	off int64 // offset of the page data in the WAL
-	sum ltx.Checksum
+	off  int64 // offset of the page data in the WAL
+	sum  ltx.Checksum
+	data []byte // the page data, when in hand
 }
 
 // scanWAL validates frames after the last committed one, up to end (or the
 // end of the file when end is 0), and captures every transaction they
-// commit. In recovery it only rebuilds the WAL index.
-func (d *DB) scanWAL(recovery bool, end int64) error {
+// commit. In recovery it only rebuilds the WAL index. tail, if not nil, is
+// the last frame, in hand.
+func (d *DB) scanWAL(recovery bool, end int64, tail *frameInHand) error {
 	ps := int64(d.wal.hdr.pageSize)
 	fsz := ps + walFrameHeaderSize
 	bp := getBuf(int(fsz))
@@ -429,24 +448,28 @@ func (d *DB) scanWAL(recovery bool, end int64) error {
 	off, cksum := d.wal.end, d.wal.cksum
 	var pending map[uint32]walPage
 	for end == 0 || off < end {
-		if n, _ := d.files.ReadAt(WALFile, buf, off); int64(n) < fsz {
+		hdr, page := buf[:walFrameHeaderSize], buf[walFrameHeaderSize:]
+		var inHand []byte
+		if tail != nil && off == tail.off {
+			hdr, page, inHand = tail.hdr[:], tail.page, tail.page
+		} else if n, _ := d.files.ReadAt(WALFile, buf, off); int64(n) < fsz {
 			return nil
 		}
-		f := parseWALFrame(buf)
+		f := parseWALFrame(hdr)
 		if f.salt1 != d.wal.hdr.salt1 || f.salt2 != d.wal.hdr.salt2 || f.pgno == 0 {
 			return nil
 		}
-		cksum = walChecksum(d.wal.hdr.bigEndian, cksum, buf[:8])
-		cksum = walChecksum(d.wal.hdr.bigEndian, cksum, buf[walFrameHeaderSize:])
+		cksum = walChecksum(d.wal.hdr.bigEndian, cksum, hdr[:8])
+		cksum = walChecksum(d.wal.hdr.bigEndian, cksum, page)
 		if cksum != f.cksum {
 			return nil
 		}
 		if pending == nil {
 			pending = map[uint32]walPage{}
 		}
-		p := walPage{off: off + walFrameHeaderSize}
+		p := walPage{off: off + walFrameHeaderSize, data: inHand}
 		if !recovery {
-			p.sum = pageChecksum(f.pgno, buf[walFrameHeaderSize:])
+			p.sum = pageChecksum(f.pgno, page)
 		}
 		pending[f.pgno] = p
 		off += fsz
@@ -511,7 +534,7 @@ func (d *DB) commitWAL(pending map[uint32]walPage, commit uint32, end int64) err
 	changes := make([]change, 0, len(pending))
 	for pgno, p := range pending {
 		if pgno <= commit && pgno != lock {
-			changes = append(changes, change{pgno: pgno, sum: p.sum, ref: pageRef{pgno, WALFile, p.off}})
+			changes = append(changes, change{pgno: pgno, sum: p.sum, ref: pageRef{pgno, WALFile, p.off, p.data}})
 		}
 	}
 	// Pages the database grew into without a frame read from the database file.
@@ -584,15 +607,15 @@ func (d *DB) readDBPage(pgno uint32) (change, error) {
 	if err := readFull(d.files, DBFile, *bp, off); err != nil {
 		return change{}, fmt.Errorf("read %s page %d: %w", d.cfg.Name, pgno, err)
 	}
-	return change{pgno: pgno, sum: pageChecksum(pgno, *bp), ref: pageRef{pgno, DBFile, off}}, nil
+	return change{pgno: pgno, sum: pageChecksum(pgno, *bp), ref: pageRef{pgno: pgno, kind: DBFile, off: off}}, nil
 }
 
 // logicalRef says where the current content of pgno lives, given the WAL index.
 func (d *DB) logicalRef(idx map[uint32]int64, pgno uint32) pageRef {
 	if off, ok := idx[pgno]; ok {
-		return pageRef{pgno, WALFile, off}
+		return pageRef{pgno: pgno, kind: WALFile, off: off}
 	}
-	return pageRef{pgno, DBFile, int64(pgno-1) * int64(d.pageSize)}
+	return pageRef{pgno: pgno, kind: DBFile, off: int64(pgno-1) * int64(d.pageSize)}
 }
 
 // finalize ends a rollback-journal transaction: the dirty pages are compared
@@ -693,7 +716,7 @@ func (d *DB) establish() error {
 		if d.pageSize == 0 {
 			d.pageSize = d.wal.hdr.pageSize
 		}
-		if err := d.scanWAL(true, 0); err != nil {
+		if err := d.scanWAL(true, 0, nil); err != nil {
 			return err
 		}
 	}

@@ -29,11 +29,13 @@ type Tx struct {
 	files Files
 }
 
-// pageRef says where the committed content of one page can be read.
+// pageRef says where the committed content of one page can be read; data,
+// when set, is that content in hand (valid only while the Sink runs).
 type pageRef struct {
 	pgno uint32
 	kind Kind
 	off  int64
+	data []byte
 }
 
 // PageCount is the number of pages the transaction carries.
@@ -55,10 +57,13 @@ func (tx *Tx) ForEachPage(fn func(pgno uint32, data []byte) error) error {
 	defer putBuf(bp)
 	buf := *bp
 	for _, p := range tx.pages {
-		if err := readFull(tx.files, p.kind, buf, p.off); err != nil {
+		page := buf
+		if len(p.data) == len(buf) {
+			page = p.data
+		} else if err := readFull(tx.files, p.kind, buf, p.off); err != nil {
 			return fmt.Errorf("read page %d: %w", p.pgno, err)
 		}
-		if err := fn(p.pgno, buf); err != nil {
+		if err := fn(p.pgno, page); err != nil {
 			return err
 		}
 	}

@@ -299,7 +299,12 @@ func (s *SumsFile) ReadSums(first uint32, dst []ltx.Checksum) error {
 	if err != nil {
 		return err
 	}
-	b := make([]byte, 8*len(dst))
+	var small [8 * 16]byte // a small transaction's pages: no allocation
+	b := small[:]
+	if len(dst) > 16 {
+		b = make([]byte, 8*len(dst))
+	}
+	b = b[:8*len(dst)]
 	n, err := f.ReadAt(b, 8*int64(first-1))
 	if err != nil && err != io.EOF {
 		return err
@@ -318,7 +323,12 @@ func (s *SumsFile) WriteSums(first uint32, src []ltx.Checksum) error {
 	if err != nil {
 		return err
 	}
-	b := make([]byte, 8*len(src))
+	var small [8 * 16]byte
+	b := small[:]
+	if len(src) > 16 {
+		b = make([]byte, 8*len(src))
+	}
+	b = b[:8*len(src)]
 	for i, c := range src {
 		binary.BigEndian.PutUint64(b[8*i:], uint64(c))
 	}
