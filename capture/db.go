@@ -125,6 +125,7 @@ type DB struct {
 	unjournaled bool // database written with neither a live journal nor WAL
 	warnedMode  bool
 
+	walWritten   int64 // end of the WAL bytes known to be written (on disk at establish, or by writes since)
 	lastFrameOff int64 // offset of the frame whose header is in lastFrameHdr
 	lastFrameHdr [walFrameHeaderSize]byte
 }
@@ -188,6 +189,7 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 		return err
 	}
 	n := int64(len(data))
+	d.walWritten = max(d.walWritten, off+n)
 	if off < walHeaderSize {
 		d.readWALHeader()
 	}
@@ -224,6 +226,11 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 	if f.commit == 0 || f.salt1 != d.wal.hdr.salt1 || f.salt2 != d.wal.hdr.salt2 {
 		return nil
 	}
+	if d.walWritten < fstart+fsz {
+		// The frame's page data has not been written yet (SQLite writes
+		// the header first): the write that completes it is the commit.
+		return nil
+	}
 	// The commit frame's page is in hand: neither the scan nor staging
 	// reads it back.
 	var tail *frameInHand
@@ -251,6 +258,7 @@ func (d *DB) TruncateWAL(size int64, apply func() error) error {
 	if err := apply(); err != nil {
 		return err
 	}
+	d.walWritten = min(d.walWritten, size)
 	if size < d.wal.end {
 		// SQLite truncates the WAL only after a complete checkpoint.
 		d.wal = walState{}
@@ -268,6 +276,7 @@ func (d *DB) RemoveWAL(apply func() error) error {
 	}
 	d.wal = walState{}
 	d.lastFrameOff = -1
+	d.walWritten = 0
 	return nil
 }
 
@@ -711,6 +720,7 @@ func (d *DB) establish() error {
 	} else if size > 0 {
 		return fmt.Errorf("%s: %w", d.cfg.Name, ErrNotDatabase)
 	}
+	d.walWritten = max(0, d.files.Size(WALFile))
 	d.readWALHeader()
 	if d.wal.valid {
 		if d.pageSize == 0 {

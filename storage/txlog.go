@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"hash/crc64"
 	"io"
 	"sync"
@@ -16,24 +17,45 @@ import (
 // A transaction log is a sequence of records, one per transaction, each
 // holding the pages the transaction wrote, uncompressed:
 //
-//	head  (48 bytes, big-endian)  "WTX2" | page size u32 | commit u32 | page count u32 |
+//	head  (48 bytes, big-endian)  "WTX3" | page size u32 | commit u32 | page count u32 |
 //	                              TXID u64 | pre-apply checksum u64 | post-apply checksum u64 |
 //	                              timestamp (ms since epoch) i64
 //	pages                         page count × (page number u32 | page data)
-//	tail  (8 bytes)               CRC-64/ISO of head and pages
+//	tail  (8 bytes)               CRC-32C (Castagnoli) of head and pages, as a u64
+//
+// Records written before WTX3 ("WTX2") end in a CRC-64/ISO instead; both are
+// read. CRC-32C is computed by the CPU (SSE 4.2, ARMv8 CRC), which matters
+// on the commit path: every captured page is summed once when staged and
+// once when shipped.
 //
 // Local staging appends one record per captured transaction before SQLite's
 // commit returns (raw pages: no compression on the commit path); a replica's
 // TxLogLevel object is a batch of consecutive records, byte for byte as
 // staged.
 const (
-	txLogMagic = "WTX2"
+	txLogMagic   = "WTX3"
+	txLogMagicV2 = "WTX2"
 	// TxRecordHeadSize is the size of a record's head.
 	TxRecordHeadSize = 48
 	txRecordTailSize = 8
 )
 
-var crcTable = crc64.MakeTable(crc64.ISO)
+var (
+	crcTable    = crc64.MakeTable(crc64.ISO)        // WTX2
+	crc32cTable = crc32.MakeTable(crc32.Castagnoli) // WTX3
+)
+
+// sum64 adapts a CRC-32 to hash.Hash64.
+type sum64 struct{ hash.Hash32 }
+
+func (s sum64) Sum64() uint64 { return uint64(s.Sum32()) }
+
+func newRecordHash(magic string) hash.Hash64 {
+	if magic == txLogMagicV2 {
+		return crc64.New(crcTable)
+	}
+	return sum64{crc32.New(crc32cTable)}
+}
 
 // TxRecord describes one record of a transaction log.
 type TxRecord struct {
@@ -65,7 +87,7 @@ type TxRecordWriter struct {
 // NewTxRecordWriter starts a record on w; the caller writes exactly
 // rec.PageCount pages with WritePage, then calls Close (which flushes w).
 func NewTxRecordWriter(w *bufio.Writer, rec TxRecord) (*TxRecordWriter, error) {
-	tw := &TxRecordWriter{w: w, crc: crc64.New(crcTable), left: rec.PageCount, rec: rec}
+	tw := &TxRecordWriter{w: w, crc: newRecordHash(txLogMagic), left: rec.PageCount, rec: rec}
 	var h [TxRecordHeadSize]byte
 	copy(h[:], txLogMagic)
 	binary.BigEndian.PutUint32(h[4:], rec.PageSize)
@@ -121,9 +143,9 @@ func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int
 	br := logReaders.Get().(*bufio.Reader)
 	br.Reset(io.NewSectionReader(r, 0, size))
 	defer func() { br.Reset(nil); logReaders.Put(br) }()
-	crc := crc64.New(crcTable)
+	hashes := map[string]hash.Hash64{}
 	for end < size {
-		rec, err := readTxRecord(br, crc, end, size)
+		rec, err := readTxRecord(br, hashes, end, size)
 		if err != nil {
 			if strict {
 				return recs, end, errors.Join(ErrCorrupt, fmt.Errorf("transaction record at offset %d: %w", end, err))
@@ -137,13 +159,20 @@ func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int
 }
 
 // readTxRecord reads the record at off from br, positioned there.
-func readTxRecord(br *bufio.Reader, crc hash.Hash64, off, size int64) (TxRecord, error) {
+// hashes caches one record hash per format.
+func readTxRecord(br *bufio.Reader, hashes map[string]hash.Hash64, off, size int64) (TxRecord, error) {
 	var h [TxRecordHeadSize]byte
 	if _, err := io.ReadFull(br, h[:]); err != nil {
 		return TxRecord{}, err
 	}
-	if string(h[:4]) != txLogMagic {
+	magic := string(h[:4])
+	if magic != txLogMagic && magic != txLogMagicV2 {
 		return TxRecord{}, errors.New("bad magic")
+	}
+	crc := hashes[magic]
+	if crc == nil {
+		crc = newRecordHash(magic)
+		hashes[magic] = crc
 	}
 	rec := TxRecord{
 		Offset:    off,
