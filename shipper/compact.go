@@ -96,6 +96,28 @@ func (st *stage) upToDate(key int) bool {
 	return false
 }
 
+// wroteFile records a file written at level.
+func (st *stage) wroteFile(level int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.newFiles == nil {
+		st.newFiles = map[int]int{}
+	}
+	st.newFiles[level]++
+	if level > 0 {
+		st.newFiles[level-1] = 0
+	}
+}
+
+// nothingToMerge reports whether level-1 is known to have fewer than two
+// files since the last compaction into level.
+func (st *stage) nothingToMerge(level int) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n, ok := st.newFiles[level-1]
+	return ok && n < 2
+}
+
 func (st *stage) forget(key int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -104,7 +126,7 @@ func (st *stage) forget(key int) {
 
 // compactLevel merges the files of level-1 that follow the last file of level.
 func (s *Shipper) compactLevel(st *stage, level int) error {
-	if st.upToDate(level) {
+	if st.nothingToMerge(level) || st.upToDate(level) {
 		return nil
 	}
 	ctx := context.Background()
@@ -134,6 +156,7 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		st.forget(level)
 		return err
 	}
+	st.wroteFile(level)
 	return nil
 }
 

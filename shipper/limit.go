@@ -180,6 +180,7 @@ func (s *Shipper) shipMerged(ctx context.Context, st *stage, path string) error 
 		if err := s.opts.Client.WriteLTXFile(ctx, st.db, 0, hdr.MinTXID, hdr.MaxTXID, f, ts); err != nil {
 			return fmt.Errorf("upload %s level 0 %s: %w", st.db, ltx.FormatFilename(hdr.MinTXID, hdr.MaxTXID), err)
 		}
+		st.wroteFile(0)
 		if err := st.markShipped(capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}); err != nil {
 			return err
 		}

@@ -457,6 +457,7 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 	if err != nil {
 		return err
 	}
+	st.wroteFile(0)
 	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
 }
 
@@ -561,6 +562,11 @@ type stage struct {
 	known     bool             // pos comes from this staging
 	shipped   capture.Pos      // last uploaded
 	compacted map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
+	// newFiles counts, per level, the files this run wrote there since the
+	// last compaction into the level above (absent: unknown, e.g. after a
+	// restart). A level above one that got fewer than two has nothing to
+	// merge, and is skipped without listing the replica.
+	newFiles map[int]int
 
 	stagedBytes *atomic.Int64 // the shipper's total
 	failures    int

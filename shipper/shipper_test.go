@@ -285,3 +285,66 @@ func TestMaxStagingMergesAndLosesNothing(t *testing.T) {
 		t.Fatal("restore after merged staging differs")
 	}
 }
+
+// listCountingClient counts listings of level 0.
+type listCountingClient struct {
+	storage.Client
+	l0Lists atomic.Int64
+}
+
+func (c *listCountingClient) LTXFiles(ctx context.Context, db string, level int) ([]*ltx.FileInfo, error) {
+	if level == 0 {
+		c.l0Lists.Add(1)
+	}
+	return c.Client.LTXFiles(ctx, db, level)
+}
+
+// TestCompactionSkipsSingleFiles: a database that shipped one level-0 file
+// since the last compaction is not listed by level-1 passes (many databases
+// that shipped once cost no LIST requests); once two or more files are
+// there, they are merged into level 1.
+func TestCompactionSkipsSingleFiles(t *testing.T) {
+	root := t.TempDir()
+	c := &listCountingClient{Client: file.New(root)}
+	s, err := shipper.New(shipper.Options{Dir: t.TempDir(), Client: c, SyncInterval: 5 * time.Millisecond,
+		Levels: []time.Duration{40 * time.Millisecond}, SnapshotInterval: time.Hour, Retention: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	ctx := context.Background()
+	m := newMemDB(4)
+	core := openCore(t, s, "a.db", m)
+	if err := s.FlushDB(ctx, "a.db"); err != nil {
+		t.Fatal(err)
+	}
+	before := c.l0Lists.Load()
+	time.Sleep(300 * time.Millisecond) // several level-1 passes
+	if n := c.l0Lists.Load() - before; n != 0 {
+		t.Fatalf("level 0 listed %d times for a database with one level-0 file", n)
+	}
+	for j := 0; j < 3; j++ {
+		m.change(t, core, 2+j, byte(j+1))
+		if err := s.FlushDB(ctx, "a.db"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := core.Pos().TXID
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l1, err := c.Client.LTXFiles(ctx, "a.db", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l1) > 0 && l1[len(l1)-1].MaxTXID == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("level 1 never reached TXID %d: %v", want, l1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := restoreBytes(t, root, "a.db", 0); !bytes.Equal(got, m.bytes()) {
+		t.Fatal("restore after compaction differs")
+	}
+}
