@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -80,6 +81,20 @@ func (r *Registry) Get(name, path string) *Database {
 		r.dbs[name] = d
 	}
 	return d
+}
+
+// In returns the databases whose main file is in directory dir (a name
+// prefix: "" is the root).
+func (r *Registry) In(dir string) []*Database {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Database
+	for name, db := range r.dbs {
+		if parent := path.Dir(name); parent == dir || (dir == "" && parent == ".") {
+			out = append(out, db)
+		}
+	}
+	return out
 }
 
 // Forget drops a database (deleted or renamed): it is captured anew if it

@@ -123,6 +123,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // OpendirHandle lists a directory; the root's listing omits the staging directory.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fl, errno := n.opendir(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &dirHandle{FileHandle: fh, w: n.w, dir: n.Path(n.Root())}, fl, 0
+}
+
+func (n *node) opendir(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.IsRoot() || n.w.opts.HiddenDir == "" {
 		return n.LoopbackNode.OpendirHandle(ctx, flags)
 	}

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"io"
+	"path/filepath"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -112,4 +113,63 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
 	return fs.ToErrno(syscall.Fallocate(h.fd, mode, int64(off), int64(size)))
+}
+
+// dirHandle is an open directory. Its fsync is how SQLite, with
+// synchronous=FULL, makes the deletion of a -journal durable (the commit of
+// a DELETE-mode transaction): the staged transactions of the databases in
+// that directory are made durable with it.
+type dirHandle struct {
+	fs.FileHandle // the directory stream
+	w             *FS
+	dir           string // relative to the root
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+	_ fs.FileReleasedirer = (*dirHandle)(nil)
+	_ fs.FileFsyncdirer   = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if r, ok := d.FileHandle.(fs.FileReaddirenter); ok {
+		return r.Readdirent(ctx)
+	}
+	return nil, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if s, ok := d.FileHandle.(fs.FileSeekdirer); ok {
+		return s.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if r, ok := d.FileHandle.(fs.FileReleasedirer); ok {
+		r.Releasedir(ctx, flags)
+	}
+}
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if fd, err := syscall.Open(filepath.Join(d.w.root, d.dir), syscall.O_RDONLY|syscall.O_DIRECTORY, 0); err != nil {
+		return fs.ToErrno(err)
+	} else {
+		err = syscall.Fsync(fd)
+		syscall.Close(fd)
+		if err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	for _, db := range d.w.reg.In(d.dir) {
+		if db.Core() == nil {
+			continue
+		}
+		if err := d.w.opts.Stager.Sync(db.Name); err != nil {
+			return d.w.errno(db, err)
+		}
+		d.w.log.Debug("staging synced with its directory", "db", db.Name)
+	}
+	return 0
 }

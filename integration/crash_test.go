@@ -299,3 +299,26 @@ func TestUncapturableJournalModesWarn(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectorySyncSyncsStaging: with synchronous=EXTRA in DELETE mode,
+// SQLite makes a commit durable by fsyncing the directory after deleting the
+// journal; through the mount a directory fsync also fsyncs the staging of
+// the databases in that directory (seen in the debug log). With OFF SQLite
+// syncs nothing, and walsync adds nothing.
+func TestDirectorySyncSyncsStaging(t *testing.T) {
+	m := newMount(t)
+	const line = `msg="staging synced with its directory" db=`
+	shell(t, m.path("off/a.db"), "PRAGMA journal_mode=DELETE; PRAGMA synchronous=OFF; CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+	shell(t, m.path("extra/b.db"), "PRAGMA journal_mode=DELETE; PRAGMA synchronous=EXTRA; CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+	m.waitShipped()
+	log := m.log.String()
+	if !strings.Contains(log, line+"extra/b.db") {
+		t.Fatalf("no staging sync for extra/b.db after its directory syncs:\n%s", log)
+	}
+	if strings.Contains(log, line+"off/a.db") {
+		t.Fatalf("staging of off/a.db synced without a directory sync:\n%s", log)
+	}
+	if got := shell(t, m.restoreDB("extra/b.db", 0), "SELECT x FROM t;"); strings.TrimSpace(got) != "1" {
+		t.Fatalf("restored extra/b.db: %q", got)
+	}
+}

@@ -558,6 +558,7 @@ type stage struct {
 	mu        sync.Mutex
 	pending   *os.File
 	size      int64            // valid bytes in pending
+	unsynced  bool             // appended to since pending was last fsynced
 	pos       capture.Pos      // last staged
 	known     bool             // pos comes from this staging
 	shipped   capture.Pos      // last uploaded
@@ -695,6 +696,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
 	}
 	st.size += rec.Size()
+	st.unsynced = true
 	st.stagedBytes.Add(rec.Size())
 	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
 	st.known = true
@@ -704,10 +706,14 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 func (st *stage) sync() error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.pending == nil {
+	if st.pending == nil || !st.unsynced {
 		return nil
 	}
-	return st.pending.Sync()
+	if err := st.pending.Sync(); err != nil {
+		return err
+	}
+	st.unsynced = false
+	return nil
 }
 
 // seal turns the pending log into a sealed batch named by its first TXID.

@@ -209,7 +209,7 @@ func (v *VFS) Delete(name string, dirSync bool) error {
 			_ = dir.Sync()
 			dir.Close()
 		}
-		// synchronous=FULL in DELETE mode: the journal's deletion, which
+		// synchronous=EXTRA in DELETE mode: the journal's deletion, which
 		// committed a transaction, is made durable; so is its staging.
 		if r == dbfiles.RoleJournal && d != nil && d.Core() != nil {
 			if err := v.shipper.Sync(d.Name); err != nil {
