@@ -33,6 +33,7 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
+	$(GO) test -count=1 ./cmd/...
 
 integration: ext
 	WALSYNC_TEST_RACE=1 $(GO) test -count=1 -timeout 20m ./integration/...

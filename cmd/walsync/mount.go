@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"time"
@@ -70,14 +71,34 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 // setMemoryLimit applies --memory-limit-mb. One process serves many
 // databases and its work is bursts of short-lived buffers (uploads, LTX
 // encoding): without a limit the heap grows to twice its live size between
-// collections and freed memory returns to the OS slowly.
+// collections and freed memory returns to the OS slowly. The limit is a
+// floor: every 5 s it is raised to twice the live heap plus 8 MiB when that
+// is more, so a process whose live heap outgrows it (many more databases)
+// collects as often as Go's default would, never continuously.
 func setMemoryLimit(cmd *cobra.Command, mb int64) {
 	if os.Getenv("GOMEMLIMIT") != "" && !cmd.Flags().Changed("memory-limit-mb") {
 		return
 	}
-	if mb > 0 {
-		debug.SetMemoryLimit(mb << 20)
+	if mb <= 0 {
+		return
 	}
+	floor := mb << 20
+	debug.SetMemoryLimit(floor)
+	go func() {
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		for range time.Tick(5 * time.Second) {
+			metrics.Read(sample)
+			if sample[0].Value.Kind() != metrics.KindUint64 {
+				return
+			}
+			debug.SetMemoryLimit(memoryLimit(floor, sample[0].Value.Uint64()))
+		}
+	}()
+}
+
+// memoryLimit is the soft memory limit for a live heap of live bytes.
+func memoryLimit(floor int64, live uint64) int64 {
+	return max(floor, 2*int64(live)+8<<20)
 }
 
 func runMount(mountpoint, dataDir, replicaURL string, opts shipper.Options) error {
