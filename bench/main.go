@@ -198,23 +198,47 @@ func measureMount(ctx context.Context, bin, root string, dur time.Duration, part
 // through the mount, alternating, each on a fresh database.
 func measureWrites(ctx context.Context, plain, mnt string, dur time.Duration) (writeResult, error) {
 	r := writeResult{Duration: dur.Seconds(), Target: targetRatio}
-	for i := 1; i <= runs; i++ {
-		for _, side := range []struct {
-			name, dir string
-			into      *[]float64
-		}{{"plain", plain, &r.PlainRuns}, {"mount", mnt, &r.MountRuns}} {
-			tps, err := smallTx(ctx, filepath.Join(side.dir, fmt.Sprintf("run%d.db", i)), dur)
-			if err != nil {
-				return r, fmt.Errorf("%s run %d: %w", side.name, i, err)
-			}
-			fmt.Fprintf(os.Stderr, "%s run %d/%d: %.0f tx/s\n", side.name, i, runs, tps)
-			*side.into = append(*side.into, tps)
+	var err error
+	r.PlainRuns, r.MountRuns, err = alternate("", "mount", "tx/s", func(ws bool, run int) (float64, error) {
+		dir := plain
+		if ws {
+			dir = mnt
 		}
+		return smallTx(ctx, filepath.Join(dir, fmt.Sprintf("run%d.db", run)), dur)
+	})
+	if err != nil {
+		return r, err
 	}
 	r.Plain, r.Mount = median(r.PlainRuns), median(r.MountRuns)
 	r.Ratio = r.Mount / r.Plain
 	r.Pass = r.Ratio >= targetRatio
 	return r, nil
+}
+
+// alternate runs measure runs times for plain SQLite (ws false) and for
+// walsync (ws true, named wsName), alternating, and returns each side's
+// figures; progress lines start with label.
+func alternate(label, wsName, unit string, measure func(ws bool, run int) (float64, error)) (plain, walsync []float64, err error) {
+	for i := 1; i <= runs; i++ {
+		for _, ws := range []bool{false, true} {
+			name := "plain"
+			if ws {
+				name = wsName
+			}
+			name = strings.TrimSpace(label + " " + name)
+			v, err := measure(ws, i)
+			if err != nil {
+				return plain, walsync, fmt.Errorf("%s run %d: %w", name, i, err)
+			}
+			fmt.Fprintf(os.Stderr, "%s run %d/%d: %.0f %s\n", name, i, runs, v, unit)
+			if ws {
+				walsync = append(walsync, v)
+			} else {
+				plain = append(plain, v)
+			}
+		}
+	}
+	return plain, walsync, nil
 }
 
 // smallTx creates a database at path and commits one INSERT of a 100-byte

@@ -45,18 +45,14 @@ func measureReads(ctx context.Context, plain, mnt string, dur time.Duration) (re
 	if _, err := buildRowsDB(dst, readsDBMB); err != nil {
 		return r, fmt.Errorf("build the reads database in the mount: %w", err)
 	}
-	for i := 1; i <= runs; i++ {
-		for _, side := range []struct {
-			name, path string
-			into       *[]float64
-		}{{"plain", src, &r.PlainRuns}, {"mount", dst, &r.MountRuns}} {
-			qps, err := pointSelects(ctx, side.path, rows, dur)
-			if err != nil {
-				return r, fmt.Errorf("reads %s run %d: %w", side.name, i, err)
-			}
-			fmt.Fprintf(os.Stderr, "reads %s run %d/%d: %.0f selects/s\n", side.name, i, runs, qps)
-			*side.into = append(*side.into, qps)
+	r.PlainRuns, r.MountRuns, err = alternate("reads", "mount", "selects/s", func(ws bool, _ int) (float64, error) {
+		if ws {
+			return pointSelects(ctx, dst, rows, dur)
 		}
+		return pointSelects(ctx, src, rows, dur)
+	})
+	if err != nil {
+		return r, err
 	}
 	r.Plain, r.Mount = median(r.PlainRuns), median(r.MountRuns)
 	r.Ratio = r.Mount / r.Plain

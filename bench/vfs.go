@@ -47,26 +47,22 @@ func measureVFS(ctx context.Context, root string, dur time.Duration) ([]vfsResul
 	}
 	var out []vfsResult
 	for mi, m := range modes {
-		var plains, vfss []float64
-		for i := 1; i <= runs; i++ {
-			for _, side := range []struct {
-				name, query string
-				into        *[]float64
-			}{{"plain", "", &plains}, {"vfs", "vfs=walsync&", &vfss}} {
-				path := filepath.Join(dir, fmt.Sprintf("%s-m%d-run%d.db", side.name, mi, i))
-				db, err := sql.Open("sqlite3", "file:"+path+"?"+side.query+"_busy_timeout=5000")
-				if err != nil {
-					return nil, err
-				}
-				db.SetMaxOpenConns(1)
-				tps, err := timedInserts(ctx, db, m.pragmas, dur)
-				db.Close()
-				if err != nil {
-					return nil, fmt.Errorf("%s %s run %d: %w", m.name, side.name, i, err)
-				}
-				fmt.Fprintf(os.Stderr, "%s %s run %d/%d: %.0f tx/s\n", m.name, side.name, i, runs, tps)
-				*side.into = append(*side.into, tps)
+		plains, vfss, err := alternate(m.name, "vfs", "tx/s", func(ws bool, run int) (float64, error) {
+			side, query := "plain", ""
+			if ws {
+				side, query = "vfs", "vfs=walsync&"
 			}
+			path := filepath.Join(dir, fmt.Sprintf("%s-m%d-run%d.db", side, mi, run))
+			db, err := sql.Open("sqlite3", "file:"+path+"?"+query+"_busy_timeout=5000")
+			if err != nil {
+				return 0, err
+			}
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			return timedInserts(ctx, db, m.pragmas, dur)
+		})
+		if err != nil {
+			return nil, err
 		}
 		r := vfsResult{Mode: m.name, Plain: median(plains), VFS: median(vfss), Target: targetVFSRatio}
 		r.Ratio = r.VFS / r.Plain
