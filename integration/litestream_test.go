@@ -65,10 +65,12 @@ func TestWalsyncRestoresLitestream(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	for i := 0; i < 20; i++ {
-		shell(t, db, "INSERT INTO t(v) VALUES('row "+strings.Repeat("x", i)+"');")
+		// Litestream takes locks on the database (checkpoints): wait for them
+		// as an application with a busy timeout would.
+		shell(t, db, ".timeout 5000\nINSERT INTO t(v) VALUES('row "+strings.Repeat("x", i)+"');")
 		time.Sleep(50 * time.Millisecond)
 	}
-	want := shell(t, db, ".dump")
+	want := shell(t, db, ".timeout 5000\n.dump")
 	// Wait until Litestream has shipped the last write.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
