@@ -296,10 +296,10 @@ func (s *SumsFile) file() (*os.File, error) {
 	if s.f != nil {
 		return s.f, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.Path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(s.Path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(s.Path, os.O_RDWR|os.O_CREATE, 0o600) // private, as all staging (shipper.PrivateDir)
 	if err != nil {
 		return nil, err
 	}

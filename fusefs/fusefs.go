@@ -35,6 +35,10 @@ type Options struct {
 	Stager    Stager
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// OwnerOnly mounts without allow_other: only the user who mounted
+	// (root) reaches the files. By default every user reaches the mount,
+	// and the kernel checks each file's mode bits for each caller.
+	OwnerOnly bool
 }
 
 // FS is the state shared by every node of one mount.
@@ -85,7 +89,8 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 			FsName:        "walsync:" + w.root,
 			Name:          "walsync",
 			DirectMount:   true,
-			AllowOther:    os.Geteuid() == 0,
+			AllowOther:    os.Geteuid() == 0 && !w.opts.OwnerOnly,
+			Options:       []string{"default_permissions"},
 			MaxWrite:      maxWrite,
 			DisableXAttrs: true,
 			Debug:         os.Getenv("WALSYNC_FUSE_DEBUG") != "",
@@ -93,8 +98,9 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 		EntryTimeout:    &sec,
 		AttrTimeout:     &sec,
 		NegativeTimeout: &sec,
-		UID:             uint32(os.Getuid()),
-		GID:             uint32(os.Getgid()),
+		// Attributes are the data directory's as they are: a mode of 0 stays
+		// 0 and an owner stays the owner, for the kernel's checks.
+		NullPermissions: true,
 	}
 	return fs.Mount(mountpoint, rootNode, opts)
 }
@@ -158,7 +164,63 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if n.hidden(name) {
 		return nil, syscall.EPERM
 	}
-	return n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	p := filepath.Join(n.w.root, n.rel(name))
+	if err := syscall.Mkdir(p, mode); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	st, errno := n.w.own(ctx, p, mode, syscall.Rmdir)
+	if errno != 0 {
+		return nil, errno
+	}
+	out.FromStat(&st)
+	return n.newChild(ctx, &st), 0
+}
+
+// Mknod creates a special file (a FIFO, a socket) owned by the caller.
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.hidden(name) {
+		return nil, syscall.EPERM
+	}
+	p := filepath.Join(n.w.root, n.rel(name))
+	if err := syscall.Mknod(p, mode, int(rdev)); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	st, errno := n.w.own(ctx, p, mode, syscall.Unlink)
+	if errno != 0 {
+		return nil, errno
+	}
+	out.FromStat(&st)
+	return n.newChild(ctx, &st), 0
+}
+
+// Symlink creates a symbolic link owned by the caller.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.hidden(name) {
+		return nil, syscall.EPERM
+	}
+	p := filepath.Join(n.w.root, n.rel(name))
+	if err := syscall.Symlink(target, p); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	st, errno := n.w.own(ctx, p, 0, syscall.Unlink)
+	if errno != 0 {
+		return nil, errno
+	}
+	out.FromStat(&st)
+	return n.newChild(ctx, &st), 0
+}
+
+// Link creates a hard link; the staging directory cannot be a target.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.hidden(name) {
+		return nil, syscall.EPERM
+	}
+	return n.LoopbackNode.Link(ctx, target, name, out)
+}
+
+func (n *node) newChild(ctx context.Context, st *syscall.Stat_t) *fs.Inode {
+	return n.NewInode(ctx, &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, w: n.w},
+		fs.StableAttr{Mode: uint32(st.Mode), Gen: 1, Ino: st.Ino})
 }
 
 // Create creates and opens a file.
@@ -173,22 +235,46 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		d = n.w.reg.Get(base, filepath.Join(n.w.root, base))
 		d.Files.Invalidate(r.Kind())
 	}
+	created, trunc := true, false
 	p := filepath.Join(n.w.root, rel)
-	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|os.O_CREATE, mode)
+	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|os.O_CREATE|os.O_EXCL, mode)
+	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
+		// Created by someone else since the kernel's lookup (behind the
+		// mount's back): open it as it is, if its modes let the caller.
+		fd, err = syscall.Open(p, int(flags&^(syscall.O_APPEND|syscall.O_CREAT|syscall.O_TRUNC)), 0)
+		created, trunc = false, flags&syscall.O_TRUNC != 0
+		var st syscall.Stat_t
+		if err == nil && (syscall.Fstat(fd, &st) != nil || !permits(ctx, &st, flags)) {
+			syscall.Close(fd)
+			return nil, nil, 0, syscall.EACCES
+		}
+	}
 	if err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
 	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
+	if created {
+		var errno syscall.Errno
+		if st, errno = n.w.own(ctx, p, mode, syscall.Unlink); errno != 0 {
+			syscall.Close(fd)
+			return nil, nil, 0, errno
+		}
+	} else if err := syscall.Fstat(fd, &st); err != nil {
 		syscall.Close(fd)
 		return nil, nil, 0, fs.ToErrno(err)
 	}
-	ch := n.NewInode(ctx, &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, w: n.w}, fs.StableAttr{Mode: uint32(st.Mode), Gen: 1, Ino: st.Ino})
+	ch := n.newChild(ctx, &st)
 	out.FromStat(&st)
 	h, errno := n.w.newHandle(fd, d, r)
 	if errno != 0 {
 		syscall.Close(fd)
 		return nil, nil, 0, errno
+	}
+	if trunc {
+		if errno := h.truncate(0); errno != 0 {
+			h.Release(ctx)
+			return nil, nil, 0, errno
+		}
 	}
 	return ch, h, openFlags(r), 0
 }

@@ -104,7 +104,10 @@ func (r *replica) loadPos() error {
 func (r *replica) savePos() error {
 	b, _ := json.Marshal(r.pos)
 	tmp := r.posPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil { // one left by an earlier version
 		return err
 	}
 	return os.Rename(tmp, r.posPath())
@@ -147,7 +150,7 @@ func (r *replica) resync(ctx context.Context, txid ltx.TXID) error {
 	tmp := r.path + ".walsync-resync"
 	os.Remove(tmp)
 	defer os.Remove(tmp)
-	if _, err := restore.Restore(ctx, r.c, "", tmp, restore.Options{TXID: txid}); err != nil {
+	if _, err := restore.Restore(ctx, r.c, "", tmp, restore.Options{TXID: txid, Mode: 0o600}); err != nil {
 		return err
 	}
 	data, err := os.ReadFile(tmp)
@@ -372,11 +375,20 @@ func writeJournal(path string, db *os.File, pgnos []uint32, pageSize, oldPages u
 		binary.BigEndian.PutUint32(b[:], sum)
 		buf.Write(b[:])
 	}
-	j, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	// The journal holds the database's pages: it gets the database's mode,
+	// as SQLite gives it.
+	fi, err := db.Stat()
+	if err != nil {
+		return err
+	}
+	j, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm())
 	if err != nil {
 		return err
 	}
 	defer j.Close()
+	if err := j.Chmod(fi.Mode().Perm()); err != nil {
+		return err
+	}
 	if _, err := j.Write(buf.Bytes()); err != nil {
 		return err
 	}

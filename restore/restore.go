@@ -17,6 +17,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/storage"
@@ -35,6 +37,10 @@ type Options struct {
 	// Warn, if set, hears what could not be verified (files written by
 	// Litestream carry no checksums).
 	Warn func(msg string)
+	// Mode is the restored file's permission bits; 0 means 0644 less the
+	// process's umask, what SQLite (and sqlite3's .backup) gives a new
+	// database.
+	Mode os.FileMode
 }
 
 // step is one LTX file (or one record of a transaction log) in a chain.
@@ -148,6 +154,13 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 	} else if got != a.checksum {
 		return 0, fmt.Errorf("restored %s does not match its backup: checksum %s, expected %s", db, got, a.checksum)
 	}
+	mode := opts.Mode
+	if mode == 0 {
+		mode = 0o644 &^ umask()
+	}
+	if err := tmp.Chmod(mode.Perm()); err != nil {
+		return 0, err
+	}
 	if err := tmp.Sync(); err != nil {
 		return 0, err
 	}
@@ -162,6 +175,21 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 		d.Close()
 	}
 	return target, nil
+}
+
+// umask is the process's file mode creation mask (022 when it cannot be read).
+func umask() os.FileMode {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return os.FileMode(m)
+				}
+			}
+		}
+	}
+	return 0o022
 }
 
 type applier struct {

@@ -199,7 +199,7 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 		defer rc.Close()
 		rdrs[i] = rc
 	}
-	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+	if err := os.MkdirAll(st.dir, dirMode); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(st.dir, ".compact-*")

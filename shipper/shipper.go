@@ -118,7 +118,7 @@ func New(opts Options) (*Shipper, error) {
 	if opts.Retention == 0 {
 		opts.Retention = 24 * time.Hour
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := PrivateDir(opts.Dir); err != nil {
 		return nil, fmt.Errorf("staging directory %s: %w", opts.Dir, err)
 	}
 	probe, err := os.CreateTemp(opts.Dir, ".probe-*")
@@ -664,10 +664,10 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		return false, fmt.Errorf("transaction %d of %s does not follow staged position %d", tx.TXID, st.db, st.pos.TXID)
 	}
 	if st.pending == nil {
-		if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		if err := os.MkdirAll(st.dir, dirMode); err != nil {
 			return false, err
 		}
-		f, err := os.OpenFile(filepath.Join(st.dir, "pending"), os.O_RDWR|os.O_CREATE, 0o644)
+		f, err := os.OpenFile(filepath.Join(st.dir, "pending"), os.O_RDWR|os.O_CREATE, fileMode)
 		if err != nil {
 			return false, err
 		}
@@ -774,7 +774,7 @@ func (st *stage) markShipped(pos capture.Pos) error {
 		return err
 	}
 	tmp := filepath.Join(st.dir, "shipped.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, fileMode); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(st.dir, "shipped.json")); err != nil {

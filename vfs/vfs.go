@@ -104,6 +104,9 @@ func New(ctx context.Context, cfg Config) (*VFS, error) {
 	}
 	staging := cfg.StagingDir
 	if staging == "" {
+		if err := shipper.PrivateDir(filepath.Join(dir, ".walsync")); err != nil {
+			return nil, fmt.Errorf("walsync VFS: %w", err)
+		}
 		staging = filepath.Join(dir, ".walsync", "staging")
 	}
 	sh, err := shipper.New(shipper.Options{Dir: staging, Client: client, SyncInterval: cfg.SyncInterval, Logger: cfg.Logger})
@@ -169,7 +172,7 @@ func (v *VFS) Open(name string, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File, sql
 		if flags&sqlite3vfs.OpenExclusive != 0 {
 			mode |= os.O_EXCL
 		}
-		f, err = os.OpenFile(name, mode, 0o644)
+		f, err = createFile(name, mode, roleOf(flags))
 	}
 	if err != nil {
 		return nil, 0, sqlite3vfs.CantOpenError
@@ -188,6 +191,38 @@ func (v *VFS) Open(name string, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File, sql
 		return nil, 0, sqlite3vfs.CantOpenError
 	}
 	return fl, flags, nil
+}
+
+// createFile opens name with the open flags mode. A -wal or -journal it
+// creates gets the database file's mode (and, when walsync runs as root, its
+// owner), as SQLite's unix VFS gives them, so a private database's pages
+// never sit in a file others may read. A new database file is 0644 less the
+// umask, SQLite's default.
+func createFile(name string, mode int, r dbfiles.Role) (*os.File, error) {
+	if mode&os.O_CREATE == 0 || (r != dbfiles.RoleWAL && r != dbfiles.RoleJournal) {
+		return os.OpenFile(name, mode, 0o644)
+	}
+	base, _ := dbfiles.Classify(name)
+	var db unix.Stat_t
+	if err := unix.Stat(base, &db); err != nil {
+		return os.OpenFile(name, mode, 0o600) // no database file to follow: private
+	}
+	perm := os.FileMode(db.Mode & 0o777)
+	f, err := os.OpenFile(name, mode, perm)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Size == 0 {
+		// Just created (or empty): the umask must not change the mode.
+		if os.FileMode(st.Mode&0o777) != perm {
+			_ = f.Chmod(perm)
+		}
+		if os.Geteuid() == 0 && (st.Uid != db.Uid || st.Gid != db.Gid) {
+			_ = f.Chown(int(db.Uid), int(db.Gid))
+		}
+	}
+	return f, nil
 }
 
 // Delete removes a file; deleting a -journal or -wal is a capture event.

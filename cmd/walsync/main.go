@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -43,8 +41,10 @@ func openReplica(ctx context.Context, rawURL string) (storage.Client, error) {
 
 func main() {
 	if addr := os.Getenv("WALSYNC_PPROF"); addr != "" {
-		// Profiling for development: WALSYNC_PPROF=127.0.0.1:6060.
-		go func() { _ = http.ListenAndServe(addr, nil) }()
+		if _, err := servePprof(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "walsync:", err)
+			os.Exit(1)
+		}
 	}
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "walsync:", err)

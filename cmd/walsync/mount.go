@@ -35,6 +35,7 @@ func newMountCmd() *cobra.Command {
 		retention    time.Duration
 		maxStagingMB int64
 		memLimitMB   int64
+		ownerOnly    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -46,7 +47,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			setMemoryLimit(cmd, memLimitMB)
-			return runMount(args[0], dataDir, replicaURL, shipper.Options{
+			return runMount(args[0], dataDir, replicaURL, ownerOnly, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
 				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention,
 				MaxStaging: maxStagingMB << 20,
@@ -63,6 +64,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	cmd.Flags().Int64Var(&maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	cmd.Flags().Int64Var(&memLimitMB, "memory-limit-mb", 24, "soft limit of the Go heap and runtime in MiB: the garbage collector works harder near it, it never fails an operation (0: none; GOMEMLIMIT, if set, wins over the default)")
+	cmd.Flags().BoolVar(&ownerOnly, "owner-only", false, "only the user running walsync may use the mount (no allow_other); by default every user may, where the files' modes let them")
 	_ = cmd.MarkFlagRequired("data")
 	_ = cmd.MarkFlagRequired("replica")
 	return cmd
@@ -101,7 +103,7 @@ func memoryLimit(floor int64, live uint64) int64 {
 	return max(floor, 2*int64(live)+8<<20)
 }
 
-func runMount(mountpoint, dataDir, replicaURL string, opts shipper.Options) error {
+func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, opts shipper.Options) error {
 	mountpoint, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -119,6 +121,9 @@ func runMount(mountpoint, dataDir, replicaURL string, opts shipper.Options) erro
 	if dataDir == mountpoint || strings.HasPrefix(dataDir, mountpoint+"/") {
 		return fmt.Errorf("--data %s must not be inside the mount point %s", dataDir, mountpoint)
 	}
+	if err := shipper.PrivateDir(filepath.Join(dataDir, stateDir)); err != nil {
+		return fmt.Errorf("--data %s: %w", dataDir, err)
+	}
 	client, err := openReplica(context.Background(), replicaURL)
 	if err != nil {
 		return err
@@ -128,7 +133,7 @@ func runMount(mountpoint, dataDir, replicaURL string, opts shipper.Options) erro
 	if err != nil {
 		return fmt.Errorf("--data %s: %w", dataDir, err)
 	}
-	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager})
+	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager, OwnerOnly: ownerOnly})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ func newRestoreCmd() *cobra.Command {
 		txid      string
 		timestamp string
 		force     bool
+		mode      string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore URL -o FILE [--txid N | --timestamp T]",
@@ -32,6 +34,13 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := restore.Options{Force: force}
+			if mode != "" {
+				m, err := strconv.ParseUint(mode, 8, 32)
+				if err != nil || m == 0 || m > 0o777 {
+					return fmt.Errorf("--mode %q: give permission bits in octal, e.g. 0600", mode)
+				}
+				opts.Mode = os.FileMode(m)
+			}
 			if txid != "" {
 				v, err := parseTXID(txid)
 				if err != nil {
@@ -73,6 +82,7 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 	cmd.Flags().StringVar(&txid, "txid", "", "restore up to and including this transaction")
 	cmd.Flags().StringVar(&timestamp, "timestamp", "", "restore the last transaction committed at or before this time (RFC 3339)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists")
+	cmd.Flags().StringVar(&mode, "mode", "", "permission bits of FILE in octal (default 0644 less the umask, as SQLite creates a database)")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }

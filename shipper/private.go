@@ -1,0 +1,41 @@
+package shipper
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Staging holds copies of database pages, so only the user walsync runs as
+// may read it: directories are created 0700 and files 0600, whatever the
+// databases' own modes (a database readable by others is readable by them
+// through its own file; its staging adds nothing to that).
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// PrivateDir creates dir (and its missing parents) 0700, and takes the group
+// and other bits off every directory and file under it that has any: staging
+// written by an earlier version, or restored from a backup with other modes.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			return os.Chmod(p, perm&^0o077)
+		}
+		return nil
+	})
+}
