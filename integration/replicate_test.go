@@ -137,6 +137,20 @@ print("READS", reads, flush=True)
 	if !strings.Contains(repLog.String(), "lag=") {
 		t.Fatalf("replicate does not report its lag:\n%s", repLog)
 	}
+	// Its own state is private; the replica has SQLite's default mode.
+	if fi, err := os.Stat(local + "-walsync.json"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("replicate's position file: %v %v, want mode 600", err, fi)
+	}
+	if fi, err := os.Stat(local); err != nil || fi.Mode().Perm() != 0o644&^umask() {
+		t.Fatalf("the replica: %v %v, want mode %o", err, fi, 0o644&^umask())
+	}
+}
+
+// umask is this process's file mode creation mask.
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
 }
 
 // checkRestoredRO hashes a database opened read-only, "" if it cannot yet.

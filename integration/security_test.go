@@ -202,6 +202,20 @@ EOF
 		if got := shell(t, out, "SELECT x FROM t;"); got != want {
 			t.Errorf("%s restored: %q, want %q", db, got, want)
 		}
+		// A restored database gets SQLite's default mode, or --mode.
+		if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o644&^umask() {
+			t.Errorf("restored %s has mode %o, want %o", db, fi.Mode().Perm(), 0o644&^umask())
+		}
+	}
+	private := filepath.Join(t.TempDir(), "private.db")
+	if o, err := runWalsync(t, "restore", m.replicaURL()+"/secret.db", "-o", private, "--mode", "0600"); err != nil {
+		t.Fatalf("restore --mode 0600: %v\n%s", err, o)
+	}
+	if fi, _ := os.Stat(private); fi.Mode().Perm() != 0o600 {
+		t.Errorf("restore --mode 0600 wrote mode %o", fi.Mode().Perm())
+	}
+	if o, err := runWalsync(t, "restore", m.replicaURL()+"/secret.db", "-o", private+"2", "--mode", "rw"); err == nil || !strings.Contains(o, "--mode") {
+		t.Errorf("restore --mode rw: %v %s", err, o)
 	}
 
 	// Staging holds copies of every page: none of it is readable by others.
