@@ -69,7 +69,18 @@ type Database struct {
 	core  *capture.DB // nil until the file is known to be a database
 	notDB bool        // the main file is not a SQLite database
 	opens int         // open handles on the main file
+	// The replica position could not be read: capture waits until
+	// retryAt, then tries again (backoff doubles, up to maxPosBackoff).
+	retryAt time.Time
+	backoff time.Duration
 }
+
+// Reading a database's replica position is retried with this backoff.
+const (
+	minPosBackoff = time.Second
+	maxPosBackoff = time.Minute
+	posTimeout    = 10 * time.Second
+)
 
 // Get returns the database name whose main file is at path.
 func (r *Registry) Get(name, path string) *Database {
@@ -165,14 +176,26 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	default:
 		return nil, nil // empty: not decided yet
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if now := d.r.Now(); now.Before(d.retryAt) {
+		return nil, nil // the replica position is still unknown
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), posTimeout)
 	defer cancel()
 	pos, err := d.r.Stager.Position(ctx, d.Name)
 	if err != nil {
-		// Capture anyway: the shipper refuses to overwrite history it finds
-		// on the replica later, so nothing is lost either way.
-		d.r.Log.Warn("cannot read the replica position; capturing from a new snapshot", "db", d.Name, "err", err)
-		pos = capture.Pos{}
+		// Capturing from a guess would start a history that cannot follow
+		// the replica's. The database works uncaptured until the position
+		// is read; then its state is compared with the replica's and, as it
+		// differs, shipped whole as the next transaction (a resync).
+		d.backoff = min(max(2*d.backoff, minPosBackoff), maxPosBackoff)
+		d.retryAt = d.r.Now().Add(d.backoff)
+		d.r.Log.Warn("cannot read the replica position: the database is captured once it can be read, its changes until then shipped together",
+			"db", d.Name, "retry_in", d.backoff, "err", err)
+		return nil, nil
+	}
+	if !d.retryAt.IsZero() {
+		d.r.Log.Info("replica position read: capturing again", "db", d.Name, "txid", pos.TXID)
+		d.retryAt, d.backoff = time.Time{}, 0
 	}
 	if d.sums == nil {
 		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums")}
@@ -197,6 +220,14 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	d.core = core
 	d.r.Log.Debug("capturing database", "db", d.Name, "txid", pos.TXID)
 	return core, nil
+}
+
+// retryDue reports whether capture waits for the replica position and may
+// try again now.
+func (d *Database) retryDue() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.core == nil && !d.retryAt.IsZero() && !d.r.Now().Before(d.retryAt)
 }
 
 // Files reads a database's files on local disk for the capture core.
@@ -423,6 +454,11 @@ func (d *Database) Write(r Role, off int64, data []byte, apply func() error) err
 		}
 		var err error
 		if core, err = d.Capture(header); err != nil {
+			return err
+		}
+	} else if core == nil && d.retryDue() {
+		var err error
+		if core, err = d.Capture(nil); err != nil {
 			return err
 		}
 	}

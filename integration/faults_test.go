@@ -229,17 +229,92 @@ func TestS3RestartWithPendingStaging(t *testing.T) {
 	}
 }
 
-// TestS3UnreachableEndpoint fails at startup naming the endpoint.
-func TestS3UnreachableEndpoint(t *testing.T) {
+// TestS3UnreachableAtStartup: a replica that does not answer at startup
+// (nothing listens at the endpoint) does not keep the mount from starting:
+// walsync warns naming the endpoint and the bucket, the application uses its
+// databases, and everything ships once the server is up.
+func TestS3UnreachableAtStartup(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	env := []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y", "AWS_REGION=us-east-1"}
-	out, err := runWalsyncEnv(t, env, "mount", t.TempDir(), "--data", t.TempDir(), "--replica", "s3://bucket/x", "--s3-endpoint", "http://"+addr)
-	if err == nil || !strings.Contains(out, addr) || !strings.Contains(out, `"bucket"`) {
-		t.Fatalf("unreachable endpoint: %v\n%s", err, out)
+	dir := t.TempDir()
+	env := []string{"AWS_ACCESS_KEY_ID=walsynctest", "AWS_SECRET_ACCESS_KEY=walsynctestsecret", "AWS_REGION=us-east-1"}
+	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), env: env, url: "s3://late/p",
+		args: []string{"--s3-endpoint", "http://" + addr, "--retry-max-backoff", "1s"}}
+	if err := os.MkdirAll(m.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	t.Cleanup(func() {
+		if m.cmd != nil {
+			m.stop()
+		}
+	})
+	if log := m.log.String(); !strings.Contains(log, "does not answer") || !strings.Contains(log, addr) || !strings.Contains(log, `\"late\"`) {
+		t.Fatalf("no warning naming the endpoint and the bucket:\n%s", log)
+	}
+	shell(t, m.path("a.db"), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+	shell(t, m.path("b.db"), "CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+
+	srv, err := s3test.LaunchAt(t.TempDir(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	srv.SetEnv(t)
+	srv.CreateBucket(t, "late")
+	// The position is read again at the next write after the backoff.
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(m.log.String(), "capturing again") < 2 && time.Now().Before(deadline) {
+		shell(t, m.path("a.db"), "INSERT INTO t VALUES(2);")
+		shell(t, m.path("b.db"), "INSERT INTO t VALUES(2);")
+		time.Sleep(500 * time.Millisecond)
+	}
+	m.waitShipped()
+	for _, rel := range []string{"a.db", "b.db"} {
+		want := shell(t, m.path(rel), ".dump")
+		if got := shell(t, restoreS3(t, srv, "late/p", rel), ".dump"); got != want {
+			t.Fatalf("%s restored after the late start differs:\n%s\nwant\n%s", rel, got, want)
+		}
+	}
+}
+
+// TestReplicaPositionUnreadableAtFirstOpen: a database walsync's staging does
+// not know (staging lost, a new machine) is first opened while the replica,
+// which holds its history, cannot be read. walsync must not start a new
+// history at TXID 1 (the replica would refuse it forever): it waits for the
+// position, then ships the database's state as the next transaction.
+func TestReplicaPositionUnreadableAtFirstOpen(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "hist")
+	srv.SetEnv(t)
+	proxy := startFaultProxy(t, srv.Endpoint)
+	m := newS3Mount(t, srv, proxy.endpoint(), "s3://hist/p", "--retry-max-backoff", "1s")
+	rel := "app.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1); INSERT INTO t VALUES(2);")
+	m.waitShipped()
+	m.stop()
+	if err := os.RemoveAll(filepath.Join(m.data, ".walsync")); err != nil {
+		t.Fatal(err)
+	}
+	proxy.mode.Store("down")
+	m.start()
+	shell(t, m.path(rel), "INSERT INTO t VALUES(3);")
+	proxy.mode.Store("")
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 4; !strings.Contains(m.log.String(), "capturing again") && time.Now().Before(deadline); i++ {
+		shell(t, m.path(rel), fmt.Sprintf("INSERT INTO t VALUES(%d);", i))
+		time.Sleep(300 * time.Millisecond)
+	}
+	m.waitShipped()
+	want := shell(t, m.path(rel), ".dump")
+	if got := shell(t, restoreS3(t, srv, "hist/p", rel), ".dump"); got != want {
+		t.Fatalf("restore after the position could not be read differs:\n%s\nwant\n%s\nlog:\n%s", got, want, m.log)
+	}
+	if log := m.log.String(); strings.Contains(log, "different history") {
+		t.Fatalf("walsync started a second history:\n%s", log)
 	}
 }

@@ -39,6 +39,25 @@ const (
 // ErrNotFound is returned when an object does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrUnavailable matches (errors.Is) an error that a retry may cure: the
+// backend did not answer (connection refused or reset, timeout) or answered
+// that it is failing or overloaded (HTTP 5xx, 408, 429). Every other error is
+// a definite answer (no such bucket, access denied, bad credentials).
+var ErrUnavailable = errors.New("replica unavailable")
+
+// Unavailable marks err as one a retry may cure (see ErrUnavailable).
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return unavailableError{err}
+}
+
+type unavailableError struct{ error }
+
+func (e unavailableError) Unwrap() error        { return e.error }
+func (e unavailableError) Is(target error) bool { return target == ErrUnavailable }
+
 // Client is a replica backend. db is the database path relative to the root,
 // with forward slashes.
 type Client interface {
@@ -65,6 +84,19 @@ type Options struct {
 	Endpoint string
 	// Region overrides the region from the environment or shared config.
 	Region string
+}
+
+// Check asks a backend that can tell (S3: the bucket exists and the
+// credentials work) whether the replica is usable, within 30 seconds. Its
+// error matches ErrUnavailable when the backend did not answer definitely.
+func Check(ctx context.Context, c Client) error {
+	ch, ok := c.(interface{ Check(context.Context) error })
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return ch.Check(ctx)
 }
 
 // Opener builds a Client for a parsed URL. Backends register one each.

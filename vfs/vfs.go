@@ -102,10 +102,18 @@ func New(ctx context.Context, cfg Config) (*VFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("walsync VFS: %w", err)
 	}
+	// A definite answer (no such bucket, refused credentials) fails here,
+	// so the extension's load fails with it; a replica that does not
+	// answer now only delays the uploads.
+	if err := storage.Check(ctx, client); errors.Is(err, storage.ErrUnavailable) {
+		cfg.Logger.Warn("walsync VFS: the replica does not answer now; transactions are staged and uploaded when it does", "replica", client.URL(), "err", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("walsync VFS: %w", err)
+	}
 	staging := cfg.StagingDir
 	if staging == "" {
 		if err := shipper.PrivateDir(filepath.Join(dir, ".walsync")); err != nil {
-			return nil, fmt.Errorf("walsync VFS: %w", err)
+			return nil, fmt.Errorf("walsync VFS: staging directory: %w", err)
 		}
 		staging = filepath.Join(dir, ".walsync", "staging")
 	}

@@ -25,16 +25,32 @@ import (
 var backendOpts storage.Options
 
 // openReplica opens a replica URL and, for backends that can, checks at once
-// that it is reachable, so a wrong bucket or credentials fail at startup.
+// that it is usable, so a wrong bucket or credentials fail at startup.
 func openReplica(ctx context.Context, rawURL string) (storage.Client, error) {
+	return openReplicaMode(ctx, rawURL, false)
+}
+
+// openService opens the replica of a long-running command (mount,
+// replicate): a definite error (no such bucket, access denied) fails it, but
+// a replica that does not answer now (refused, timed out, 5xx) is only
+// logged: the application must not lose its databases because its backup
+// target is flaky, and the command retries until the replica answers.
+func openService(ctx context.Context, rawURL string) (storage.Client, error) {
+	return openReplicaMode(ctx, rawURL, true)
+}
+
+func openReplicaMode(ctx context.Context, rawURL string, tolerateUnavailable bool) (storage.Client, error) {
 	c, err := storage.OpenWith(ctx, rawURL, backendOpts)
 	if err != nil {
 		return nil, err
 	}
-	if ch, ok := c.(interface{ Check(context.Context) error }); ok {
-		if err := ch.Check(ctx); err != nil {
-			return nil, err
-		}
+	err = storage.Check(ctx, c)
+	if tolerateUnavailable && errors.Is(err, storage.ErrUnavailable) {
+		slog.Warn("the replica does not answer now; starting anyway, work is staged and retried until it does", "replica", c.URL(), "err", err)
+		return c, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }

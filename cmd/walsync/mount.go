@@ -124,7 +124,12 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, opts shipp
 	if err := shipper.PrivateDir(filepath.Join(dataDir, stateDir)); err != nil {
 		return fmt.Errorf("--data %s: %w", dataDir, err)
 	}
-	client, err := openReplica(context.Background(), replicaURL)
+	lock, err := lockDataDir(filepath.Join(dataDir, stateDir))
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	client, err := openService(context.Background(), replicaURL)
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ snapshot. Each update logs the applied TXID, its time and the lag.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
-			client, err := openReplica(ctx, strings.TrimSuffix(args[0], "/"))
+			client, err := openService(ctx, strings.TrimSuffix(args[0], "/"))
 			if err != nil {
 				return err
 			}

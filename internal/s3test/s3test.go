@@ -47,6 +47,17 @@ func Start(t testing.TB) *Server {
 
 // Launch starts a server serving dir on a free port of 127.0.0.1.
 func Launch(dir string) (*Server, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return LaunchAt(dir, addr)
+}
+
+// LaunchAt starts a server serving dir on addr (127.0.0.1:port).
+func LaunchAt(dir, addr string) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -54,12 +65,6 @@ func Launch(dir string) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
 	s := &Server{Endpoint: "http://" + addr, AccessKey: "walsynctest", SecretKey: "walsynctestsecret", Dir: dir}
 	s.cmd = exec.Command(bin, "--access", s.AccessKey, "--secret", s.SecretKey, "--port", addr, "--quiet", "posix", s.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr

@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/storage"
 )
@@ -115,12 +116,34 @@ func (c *Client) key(db string, level int, min, max ltx.TXID) string {
 }
 
 // Check verifies at startup that the bucket exists and the credentials work.
+// An answer that the bucket is missing or the credentials are refused is
+// returned as it is; no answer, or a failing server, matches
+// storage.ErrUnavailable (the caller may go on and retry later).
 func (c *Client) Check(ctx context.Context) error {
 	_, err := c.api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)})
-	if err != nil {
-		return fmt.Errorf("cannot reach %s: %w (check the bucket name, the endpoint, the region and the AWS credentials)", c.Describe(), err)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if transient(err) {
+		return storage.Unavailable(fmt.Errorf("cannot reach %s now: %w", c.Describe(), err))
+	}
+	return fmt.Errorf("cannot use %s: %w (check the bucket name, the endpoint, the region and the AWS credentials)", c.Describe(), err)
+}
+
+// transient reports whether err is one a retry may cure: the request was
+// not answered (refused, reset, timed out) or the server said it is failing
+// or overloaded.
+func transient(err error) bool {
+	var se *smithyhttp.RequestSendError
+	if errors.As(err, &se) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		s := re.HTTPStatusCode()
+		return s >= 500 || s == 408 || s == 429
+	}
+	return false
 }
 
 // LTXFiles lists one level of a database.
