@@ -32,7 +32,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,6 +54,9 @@ type Options struct {
 	MaxBackoff   time.Duration // default 30s
 	// UploadTimeout bounds one upload attempt of a database's batches; default 10m.
 	UploadTimeout time.Duration
+	// FlushTimeout bounds Flush, FlushDB and Close when their context has
+	// no deadline; default 30s.
+	FlushTimeout time.Duration
 	// MaxStaging bounds the staging directory (bytes, 0: unbounded). Past
 	// it, each database's staged batches are merged into one LTX file (the
 	// transactions in it can no longer be restored one by one); nothing is
@@ -103,6 +105,9 @@ func New(opts Options) (*Shipper, error) {
 	if opts.UploadTimeout <= 0 {
 		opts.UploadTimeout = 10 * time.Minute
 	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = 30 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -143,8 +148,10 @@ func New(opts Options) (*Shipper, error) {
 		if !e.IsDir() {
 			continue
 		}
-		name, err := url.PathUnescape(e.Name())
+		dir := filepath.Join(opts.Dir, e.Name())
+		name, err := dbOfDir(dir)
 		if err != nil {
+			s.setAsideDamaged("", dir, err)
 			continue
 		}
 		st, err := s.stage(name)
@@ -174,10 +181,31 @@ func (s *Shipper) stage(db string) (*stage, error) {
 	}
 	st := &stage{db: db, dir: s.StateDir(db), stagedBytes: &s.staged}
 	if err := st.load(); err != nil {
+		// One damaged staging must not stop the others: set it aside; the
+		// database is captured anew from the replica's position.
+		if err := s.setAsideDamaged(db, st.dir, err); err != nil {
+			return nil, err
+		}
+		st = &stage{db: db, dir: st.dir, stagedBytes: &s.staged}
+	}
+	if err := nameDir(st.dir, db); err != nil {
 		return nil, fmt.Errorf("staging of %s: %w", db, err)
 	}
 	s.stages[db] = st
 	return st, nil
+}
+
+// setAsideDamaged moves a staging directory that cannot be read out of the
+// way, with an error naming it; only a failure to move it is returned.
+func (s *Shipper) setAsideDamaged(db, dir string, cause error) error {
+	aside, err := s.setAside(dir)
+	if err != nil {
+		return fmt.Errorf("staging %s cannot be read (%v) nor set aside: %w", dir, cause, err)
+	}
+	s.log.Error("damaged staging set aside: its database is captured anew from the replica's position; "+
+		"transactions staged there and not uploaded are not shipped (inspect the set-aside directory)",
+		"db", db, "set_aside", aside, "err", cause)
+	return nil
 }
 
 // Position returns the last captured position of a database: from local
@@ -230,7 +258,7 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 // keep other per-database state (files whose names do not start with
 // "batch-", "pending", "shipped" or ".ltx").
 func (s *Shipper) StateDir(db string) string {
-	return filepath.Join(s.opts.Dir, url.PathEscape(db))
+	return filepath.Join(s.opts.Dir, stageDirName(db))
 }
 
 // Sync makes the database's staged transactions durable on disk.
@@ -242,7 +270,17 @@ func (s *Shipper) Sync(db string) error {
 	return st.sync()
 }
 
+// schedule ships a database after a delay. A database has at most one
+// shipment scheduled: a new batch window or a retry does not start another
+// while one waits (or an outage would multiply the retries).
 func (s *Shipper) schedule(st *stage, after time.Duration) {
+	st.mu.Lock()
+	queued := st.queued
+	st.queued = true
+	st.mu.Unlock()
+	if queued {
+		return
+	}
 	time.AfterFunc(after, func() {
 		select {
 		case s.work <- st:
@@ -256,6 +294,9 @@ func (s *Shipper) worker() {
 	for {
 		select {
 		case st := <-s.work:
+			st.mu.Lock()
+			st.queued = false
+			st.mu.Unlock()
 			s.shipWithRetry(st)
 		case <-s.stop:
 			return
@@ -268,30 +309,38 @@ func (s *Shipper) shipWithRetry(st *stage) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UploadTimeout)
 	err := s.ship(ctx, st)
 	cancel()
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	if err != nil {
 		if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
 			s.overLimit()
 		}
+		st.mu.Lock()
 		st.failures++
-		backoff := s.opts.SyncInterval << min(st.failures, 10)
+		failures := st.failures
+		st.mu.Unlock()
+		backoff := s.opts.SyncInterval << min(failures, 10)
 		backoff = min(backoff, s.opts.MaxBackoff)
 		backoff = backoff/2 + rand.N(backoff/2+1)
 		s.log.Error("upload failed; staged transactions are kept and retried",
-			"db", st.db, "replica", s.opts.Client.URL(), "attempt", st.failures, "retry_in", backoff.Round(time.Millisecond), "err", err)
+			"db", st.db, "replica", s.opts.Client.URL(), "attempt", failures, "retry_in", backoff.Round(time.Millisecond), "err", err)
 		s.schedule(st, backoff)
 		return
 	}
-	if st.failures > 0 {
-		s.log.Info("upload recovered", "db", st.db, "after_attempts", st.failures)
-	}
+	st.mu.Lock()
+	failures := st.failures
 	st.failures = 0
+	st.mu.Unlock()
+	if failures > 0 {
+		s.log.Info("upload recovered", "db", st.db, "after_attempts", failures)
+	}
 }
 
 // Flush seals and uploads everything staged for every database, retrying
-// until ctx is done.
+// until ctx is done, or for FlushTimeout when ctx has no deadline. The error
+// says, per database, which transactions stay staged (they ship at the next
+// start).
 func (s *Shipper) Flush(ctx context.Context) error {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	s.mu.Lock()
 	stages := make([]*stage, 0, len(s.stages))
 	for _, st := range s.stages {
@@ -307,7 +356,7 @@ func (s *Shipper) Flush(ctx context.Context) error {
 			}
 			select {
 			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("%s: %w", st.db, err))
+				errs = append(errs, st.leftStaged(s.opts.Dir, err))
 			case <-time.After(s.opts.SyncInterval):
 				continue
 			}
@@ -324,6 +373,8 @@ func (s *Shipper) FlushDB(ctx context.Context, db string) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	for {
 		err := s.ship(ctx, st)
 		if err == nil {
@@ -331,10 +382,31 @@ func (s *Shipper) FlushDB(ctx context.Context, db string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", db, err)
+			return st.leftStaged(s.opts.Dir, err)
 		case <-time.After(s.opts.SyncInterval):
 		}
 	}
+}
+
+// bounded gives ctx the deadline FlushTimeout if it has none: a flush
+// during an outage must end (an application's deferred Close must not
+// hang its exit).
+func (s *Shipper) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opts.FlushTimeout)
+}
+
+// leftStaged describes what a failed flush leaves staged.
+func (st *stage) leftStaged(root string, err error) error {
+	st.mu.Lock()
+	shipped, last := st.shipped.TXID, st.pos.TXID
+	st.mu.Unlock()
+	if last <= shipped {
+		return fmt.Errorf("%s: %w", st.db, err)
+	}
+	return fmt.Errorf("%s: transactions %d to %d stay staged in %s and ship at the next start: %w", st.db, shipped+1, last, root, err)
 }
 
 // Close flushes (bounded by ctx) and stops the workers. What could not be
@@ -570,7 +642,8 @@ type stage struct {
 	newFiles map[int]int
 
 	stagedBytes *atomic.Int64 // the shipper's total
-	failures    int
+	failures    int           // failed shipments in a row
+	queued      bool          // a shipment is scheduled
 }
 
 type posJSON struct {
@@ -647,6 +720,22 @@ func lastPos(path string, repair bool) (capture.Pos, bool, error) {
 	return capture.Pos{TXID: r.TXID, Checksum: r.Post, PageSize: r.PageSize, Commit: r.Commit}, true, nil
 }
 
+// validEnd returns the end of a log's last whole record, cutting off
+// anything after it (a record whose write failed or was torn by a crash).
+func validEnd(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return 0, err
+	}
+	_, end, _ := storage.ReadTxLog(f, fi.Size(), false)
+	if end < fi.Size() {
+		if err := f.Truncate(end); err != nil {
+			return 0, err
+		}
+	}
+	return end, nil
+}
+
 func (st *stage) hasWork() bool {
 	batches, _ := st.sealedBatches()
 	if len(batches) > 0 {
@@ -671,12 +760,12 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		fi, err := f.Stat()
+		end, err := validEnd(f)
 		if err != nil {
 			f.Close()
 			return false, err
 		}
-		st.pending, st.size = f, fi.Size()
+		st.pending, st.size = f, end
 	}
 	first = st.size == 0
 	rec := storage.TxRecord{
@@ -693,6 +782,14 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		err = rw.Close()
 	}
 	if err != nil {
+		// Cut what was written of the record (ENOSPC, EIO): the log must end
+		// with its last whole record, or the next one would be written
+		// after garbage and the batch could never be read. The
+		// transaction's commit fails; it is captured again later.
+		if terr := st.pending.Truncate(st.size); terr != nil {
+			st.pending.Close()
+			st.pending = nil // reopened and repaired (cut to its last record) at the next append
+		}
 		return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
 	}
 	st.size += rec.Size()
@@ -773,11 +870,7 @@ func (st *stage) markShipped(pos capture.Pos) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(st.dir, "shipped.json.tmp")
-	if err := os.WriteFile(tmp, b, fileMode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(st.dir, "shipped.json")); err != nil {
+	if err := writeFileAtomic(filepath.Join(st.dir, "shipped.json"), b); err != nil {
 		return err
 	}
 	st.mu.Lock()

@@ -1,0 +1,113 @@
+package shipper
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// A database's staging directory is named by its escaped path. A name too
+// long for one path component (most filesystems allow 255 bytes) is cut and
+// made unique by a hash of the whole path, and the directory keeps the
+// database's name in a file.
+const (
+	maxDirName = 200
+	nameFile   = "db-name"
+)
+
+// stageDirName is the name of a database's staging directory.
+func stageDirName(db string) string {
+	esc := url.PathEscape(db)
+	if len(esc) <= maxDirName {
+		return esc
+	}
+	sum := sha256.Sum256([]byte(db))
+	return esc[:maxDirName-33] + "~" + hex.EncodeToString(sum[:16])
+}
+
+// dbOfDir returns the database a staging directory belongs to.
+func dbOfDir(dir string) (string, error) {
+	if b, err := os.ReadFile(filepath.Join(dir, nameFile)); err == nil {
+		return string(b), nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	name, err := url.PathUnescape(filepath.Base(dir))
+	if err != nil {
+		return "", fmt.Errorf("staging directory %s: not a database name", dir)
+	}
+	if stageDirName(name) != filepath.Base(dir) {
+		return "", fmt.Errorf("staging directory %s: its name is cut and the file %s naming its database is missing", dir, nameFile)
+	}
+	return name, nil
+}
+
+// nameDir records the database's name in its staging directory when the
+// directory's name does not spell it.
+func nameDir(dir, db string) error {
+	if url.PathEscape(db) == filepath.Base(dir) {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, nameFile)); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, nameFile), []byte(db))
+}
+
+// setAside moves a damaged staging directory out of the way, into
+// <staging root>.damaged, and returns its new path.
+func (s *Shipper) setAside(dir string) (string, error) {
+	root := filepath.Clean(s.opts.Dir) + ".damaged"
+	if err := os.MkdirAll(root, dirMode); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(root, filepath.Base(dir)+"."+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.Rename(dir, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// writeFileAtomic replaces path with data so that a crash or power loss
+// leaves the old content or the new one, never a torn file: a temporary file
+// fsynced, renamed over path, and the directory fsynced.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
