@@ -26,3 +26,15 @@ func TestSecondMountOnDataDirRefused(t *testing.T) {
 		t.Fatalf("after the refused second mount: %q", got)
 	}
 }
+
+// TestLongDatabasePath: a database whose path under the mount is longer
+// than a file name (255 bytes) is captured and restores.
+func TestLongDatabasePath(t *testing.T) {
+	m := newMount(t)
+	rel := strings.Repeat("a-rather-long-tenant-directory/", 12) + "app.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES('deep');")
+	m.waitShipped()
+	if got := shell(t, m.restoreDB(rel, 0), "SELECT x FROM t;"); got != "deep\n" {
+		t.Fatalf("restore of a %d-byte path: %q", len(rel), got)
+	}
+}
