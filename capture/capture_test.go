@@ -1920,9 +1920,11 @@ func TestUnjournaledWrites(t *testing.T) {
 	if len(h.warns) != 1 {
 		t.Fatalf("warned again: %q", h.warns)
 	}
-	// In WAL mode, database writes are checkpoints: no warning, nothing.
+	// In WAL mode with a WAL, database writes are checkpoints: no warning,
+	// nothing captured.
 	files2 := &memFiles{}
 	files2.put(capture.DBFile, 0, newDB(ps, true, 2, 1))
+	files2.put(capture.WALFile, 0, (&walWriter{ps: ps, salt1: 1, salt2: 2}).header())
 	h2 := newHarness(t, files2)
 	h2.mustOpen(capture.Pos{})
 	h2.must(h2.writeDB(ps, fillPage(ps, 2, 1))) // same content, as a checkpoint writes
@@ -1931,6 +1933,57 @@ func TestUnjournaledWrites(t *testing.T) {
 		t.Fatalf("WAL-mode database write: warns %q, txs %+v", h2.warns, h2.txs)
 	}
 	h2.check("wal")
+	// Without a WAL there is nothing to checkpoint: a write is a change
+	// made outside SQLite (a file copied over the database), captured at
+	// the last close.
+	h2.must(h2.removeWAL())
+	h2.must(h2.writeDB(ps, fillPage(ps, 2, 9)))
+	if len(h2.txs) != 1 || len(h2.warns) != 1 || !strings.Contains(h2.warns[0], "outside any SQLite transaction") {
+		t.Fatalf("WAL-mode database written without a WAL: warns %q, txs %+v", h2.warns, h2.txs)
+	}
+	h2.must(h2.db.Closed())
+	if tx := h2.last(); tx.TXID != 2 || !slices.Equal(tx.Pgnos, []uint32{2}) {
+		t.Fatalf("the outside write was captured as %+v", tx)
+	}
+	h2.check("overwritten")
+}
+
+// TestOverwriteInPlace: a WAL-mode database whose last connection closed
+// (checkpointed, WAL removed) is replaced by copying another database over
+// it: truncated, rewritten page by page, closed. The replica must follow,
+// whatever the new file's page count, page size or journal mode.
+func TestOverwriteInPlace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ps    int
+		wal   bool
+		pages int
+	}{
+		{"smaller-delete", 1024, false, 2},
+		{"larger-wal", 1024, true, 7},
+		{"new-page-size", 512, true, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, s := setupWAL(t, 1024, false, 4)
+			m := h.mustModel()
+			s.commitTx(4, framePage{2, fillPage(1024, 2, 5)}, framePage{1, nextPage1(m, 4, 5)})
+			checkpoint(h)
+			h.must(h.removeWAL())
+			h.check("closed")
+			// cp other.db app.db
+			h.must(h.db.TruncateDB(0, func() error { h.files.setSize(capture.DBFile, 0); return nil }))
+			img := newDB(tc.ps, tc.wal, tc.pages, 99)
+			for off := 0; off < len(img); off += 4096 {
+				h.must(h.writeDB(int64(off), img[off:min(off+4096, len(img))]))
+			}
+			n := len(h.txs)
+			h.must(h.db.Closed())
+			if len(h.txs) != n+1 {
+				t.Fatalf("the copy captured %d transactions, want 1", len(h.txs)-n)
+			}
+			h.check("after the copy")
+		})
+	}
 }
 
 // TestWriteJournalApplyError: the header-zeroing write of a PERSIST journal is

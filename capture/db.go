@@ -290,19 +290,51 @@ func (d *DB) WriteDB(off, n int64, apply func() error) error {
 	switch {
 	case d.journalLive:
 		d.markDirty(off, n)
-	case d.wal.valid || d.walMode:
+	case d.wal.valid:
 		// A checkpoint: the logical database does not change.
 	default:
 		d.markDirty(off, n)
 		d.unjournaled = true
-		if !d.warnedMode && d.cfg.Warn != nil {
-			d.warnedMode = true
-			d.cfg.Warn(fmt.Sprintf("database %s is written without a rollback journal or WAL (journal_mode OFF or MEMORY): "+
-				"walsync cannot see its transaction boundaries and captures it only when its last connection closes; "+
-				"use journal_mode WAL, DELETE, TRUNCATE or PERSIST", d.cfg.Name))
-		}
+		d.warnUnjournaled()
 	}
 	return nil
+}
+
+// TruncateDB performs apply (a truncation of the database file to size).
+// Under a live journal it is part of the transaction, with a WAL it is a
+// checkpoint's; otherwise the file is changed outside any transaction (a
+// file copied over the database) and captured with the writes that follow.
+func (d *DB) TruncateDB(size int64, apply func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := apply(); err != nil {
+		return err
+	}
+	if !d.journalLive && !d.wal.valid {
+		d.unjournaled = true
+		d.warnUnjournaled()
+	}
+	return nil
+}
+
+// warnUnjournaled warns, once per database, that it is written outside
+// SQLite's transactions. A WAL-mode database written without a WAL to
+// checkpoint is being replaced (a file copied over it); any other is in
+// journal_mode OFF or MEMORY. Either way the changes are captured when the
+// last handle closes.
+func (d *DB) warnUnjournaled() {
+	if d.warnedMode || d.cfg.Warn == nil {
+		return
+	}
+	d.warnedMode = true
+	if d.walMode {
+		d.cfg.Warn(fmt.Sprintf("database %s is written outside any SQLite transaction (a file copied over it?): "+
+			"its new content is captured when the last handle on it closes", d.cfg.Name))
+		return
+	}
+	d.cfg.Warn(fmt.Sprintf("database %s is written without a rollback journal or WAL (journal_mode OFF or MEMORY): "+
+		"walsync cannot see its transaction boundaries and captures it only when its last connection closes; "+
+		"use journal_mode WAL, DELETE, TRUNCATE or PERSIST", d.cfg.Name))
 }
 
 func (d *DB) markDirty(off, n int64) {

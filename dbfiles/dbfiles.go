@@ -488,6 +488,8 @@ func (d *Database) Truncate(r Role, size int64, apply func() error) error {
 		return core.TruncateWAL(size, apply)
 	case r == RoleJournal:
 		return core.TruncateJournal(size, apply)
+	case r == RoleDB:
+		return core.TruncateDB(size, apply)
 	}
 	return apply()
 }
