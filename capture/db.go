@@ -123,7 +123,8 @@ type DB struct {
 	journalLive bool
 	dirty       map[uint32]struct{}
 	unjournaled bool // database written with neither a live journal nor WAL
-	warnedMode  bool
+	warnedMode  bool // warned of journal_mode OFF or MEMORY
+	warnedCopy  bool // warned of a WAL-mode database written outside SQLite
 
 	walWritten   int64 // end of the WAL bytes known to be written (on disk at establish, or by writes since)
 	lastFrameOff int64 // offset of the frame whose header is in lastFrameHdr
@@ -323,15 +324,22 @@ func (d *DB) TruncateDB(size int64, apply func() error) error {
 // journal_mode OFF or MEMORY. Either way the changes are captured when the
 // last handle closes.
 func (d *DB) warnUnjournaled() {
-	if d.warnedMode || d.cfg.Warn == nil {
+	if d.cfg.Warn == nil {
 		return
 	}
-	d.warnedMode = true
 	if d.walMode {
+		if d.warnedCopy {
+			return
+		}
+		d.warnedCopy = true
 		d.cfg.Warn(fmt.Sprintf("database %s is written outside any SQLite transaction (a file copied over it?): "+
 			"its new content is captured when the last handle on it closes", d.cfg.Name))
 		return
 	}
+	if d.warnedMode {
+		return
+	}
+	d.warnedMode = true
 	d.cfg.Warn(fmt.Sprintf("database %s is written without a rollback journal or WAL (journal_mode OFF or MEMORY): "+
 		"walsync cannot see its transaction boundaries and captures it only when its last connection closes; "+
 		"use journal_mode WAL, DELETE, TRUNCATE or PERSIST", d.cfg.Name))

@@ -172,10 +172,13 @@ func runFuzz(t *testing.T, in []byte) {
 	}
 
 	for step := 0; r.more() && step < fuzzMaxSteps; step++ {
-		op := r.n(16)
+		op := r.n(17)
 		f.failed = false
 		if f.wal {
 			switch op {
+			case 16:
+				f.op("overwrite")
+				f.opOverwrite()
 			case 0, 1, 2, 3:
 				f.op("frame")
 				f.opFrame()
@@ -622,6 +625,30 @@ func (f *fuzzer) opRemoveWAL() {
 	f.checkpoint(true)
 	f.call("remove wal", f.h.removeWAL)
 	f.w = nil
+}
+
+// opOverwrite: the last connection closes (a full checkpoint, the WAL
+// removed), then another database is copied over this one: the file is
+// truncated, written page by page and closed, outside any transaction.
+func (f *fuzzer) opOverwrite() {
+	f.tx = nil
+	if f.h.files.has(capture.WALFile) {
+		f.checkpoint(true)
+		f.call("remove wal", f.h.removeWAL)
+	}
+	f.w = nil
+	wal := f.r.n(2) == 0
+	img := newDB(f.ps, wal, 1+f.r.n(fuzzMaxPages-1), f.nextSeed())
+	f.unjournaled = true
+	f.call("truncate db", func() error {
+		return f.h.db.TruncateDB(0, func() error { f.h.files.setSize(capture.DBFile, 0); return nil })
+	})
+	for off := 0; off < len(img); off += f.ps {
+		f.call("copy over", func() error { return f.h.writeDB(int64(off), img[off:off+f.ps]) })
+	}
+	f.unjournaled = false
+	f.call("closed after copy", f.h.db.Closed)
+	f.wal = wal
 }
 
 // opToRollback: journal_mode=DELETE: checkpoint, delete the WAL, then a
