@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -36,5 +38,35 @@ func TestLongDatabasePath(t *testing.T) {
 	m.waitShipped()
 	if got := shell(t, m.restoreDB(rel, 0), "SELECT x FROM t;"); got != "deep\n" {
 		t.Fatalf("restore of a %d-byte path: %q", len(rel), got)
+	}
+}
+
+// TestCopyOverDatabase: `cp other.db MOUNT/app.db` over a WAL-mode database
+// whose last connection closed replaces it; the replica follows (to the
+// copy, whatever its journal mode), and later transactions continue from it.
+func TestCopyOverDatabase(t *testing.T) {
+	m := newMount(t)
+	for i, mode := range []string{"DELETE", "WAL"} {
+		rel := fmt.Sprintf("app%d.db", i)
+		shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES('old'), ('older'); CREATE TABLE u(y);")
+		other := filepath.Join(t.TempDir(), "other.db")
+		shell(t, other, fmt.Sprintf("PRAGMA journal_mode=%s; CREATE TABLE t(x); INSERT INTO t VALUES('copied'); INSERT INTO t SELECT hex(randomblob(500)) FROM generate_series(1, 20);", mode))
+		if out, err := exec.Command("cp", other, m.path(rel)).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
+		m.waitShipped()
+		want := shell(t, m.path(rel), ".dump")
+		if !strings.Contains(want, "copied") {
+			t.Fatalf("the copy is not what the mount serves:\n%s", want)
+		}
+		if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+			t.Fatalf("%s (copy of a %s database): the replica restores\n%s\nwant\n%s", rel, mode, got, want)
+		}
+		shell(t, m.path(rel), "INSERT INTO t VALUES('after');")
+		m.waitShipped()
+		want = shell(t, m.path(rel), ".dump")
+		if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+			t.Fatalf("%s after a write on the copy: the replica restores\n%s\nwant\n%s", rel, got, want)
+		}
 	}
 }
