@@ -1,11 +1,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage/file"
 )
 
 // TestSecondMountOnDataDirRefused: two mounts on one --data would capture
@@ -68,5 +73,69 @@ func TestCopyOverDatabase(t *testing.T) {
 		if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
 			t.Fatalf("%s after a write on the copy: the replica restores\n%s\nwant\n%s", rel, got, want)
 		}
+	}
+}
+
+// TestPageSizeChange: VACUUM with a new page_size used to stop compaction
+// and snapshots for good ("mismatched page sizes"), so retention never
+// advanced and replicate stopped. A snapshot is written at the change,
+// compaction goes on after it, and replicate follows across it.
+func TestPageSizeChange(t *testing.T) {
+	m := newMount(t, "--compaction-levels", "300ms", "--snapshot-interval", "1s")
+	rel := "ps.db"
+	local := filepath.Join(t.TempDir(), "replica.db")
+	shell(t, m.path(rel), "CREATE TABLE t(x); INSERT INTO t SELECT hex(randomblob(300)) FROM generate_series(1, 50);")
+	write := func(n int) {
+		for i := 0; i < n; i++ {
+			shell(t, m.path(rel), "INSERT INTO t VALUES(hex(randomblob(100)));")
+			time.Sleep(30 * time.Millisecond)
+		}
+	}
+	write(10)
+	m.waitShipped()
+	rep := exec.Command(walsyncBin, "replicate", m.replicaURL()+"/"+rel, "--local", local, "--interval", "100ms")
+	var repLog syncBuffer
+	rep.Stdout, rep.Stderr = &repLog, &repLog
+	if err := rep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rep.Process.Kill() })
+	write(10)
+	shell(t, m.path(rel), "PRAGMA page_size=8192; VACUUM;")
+	if got := shell(t, m.path(rel), "PRAGMA page_size;"); got != "8192\n" {
+		t.Fatalf("page size after VACUUM: %q", got)
+	}
+	change := m.latestTXID(rel)
+	write(40)
+	m.waitShipped()
+	time.Sleep(2500 * time.Millisecond) // level-1 compactions and a snapshot after the change
+	want := shell(t, m.path(rel), ".dump")
+	if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+		t.Fatal("latest restore after the page-size change differs")
+	}
+	if log := m.log.String(); strings.Contains(log, "compaction failed") {
+		t.Fatalf("compaction failed after the page-size change:\n%s", log)
+	}
+	for _, level := range []int{1, 9} {
+		infos, err := file.New(filepath.Join(m.rep, rel)).LTXFiles(context.Background(), "", level)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) == 0 || infos[len(infos)-1].MaxTXID <= change {
+			for _, fi := range infos {
+				t.Logf("level %d: %s", level, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID))
+			}
+			t.Fatalf("level %d has nothing after the page-size change at TXID %d\n%s", level, change, m.log)
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for checkRestoredRO(t, local) != contentHash(t, openDB(t, m.path(rel))) {
+		if time.Now().After(deadline) {
+			t.Fatalf("replicate did not follow the page-size change:\n%s", repLog.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := shell(t, local, "PRAGMA page_size;"); got != "8192\n" {
+		t.Fatalf("replica page size %q", got)
 	}
 }

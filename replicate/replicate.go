@@ -266,27 +266,35 @@ func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos p
 		}
 		oldPS = pageSizeOf(oldPage1[:])
 	}
-	if oldSize > 0 && oldPS != pageSize {
-		return fmt.Errorf("the page size changed (%d -> %d): remove %s and start replicate again", oldPS, pageSize, r.path)
-	}
-	oldPages := uint32(oldSize / int64(pageSize))
-
-	// The journal: original content of every page this transaction changes.
+	// The journal: original content of every page this transaction changes,
+	// in the file's page size.
 	var pgnos []uint32
-	for pgno := range pages {
-		pgnos = append(pgnos, pgno)
-	}
-	for pgno := nPages + 1; pgno <= oldPages; pgno++ {
-		if _, ok := pages[pgno]; !ok {
-			pgnos = append(pgnos, pgno) // pages cut off
+	oldPages := uint32(oldSize / int64(oldPS))
+	if oldSize > 0 && oldPS != pageSize {
+		// A new page size (VACUUM at the source): the transaction must hold
+		// every page; the whole old file is journaled, as SQLite does.
+		if !complete(pages, nPages, pageSize) {
+			return fmt.Errorf("the page size changed (%d -> %d) in a transaction that does not hold every page", oldPS, pageSize)
 		}
-	}
-	if _, ok := pages[1]; !ok && oldSize > 0 {
-		pgnos = append(pgnos, 1) // page 1 always changes (change counter)
+		for pgno := uint32(1); pgno <= oldPages; pgno++ {
+			pgnos = append(pgnos, pgno)
+		}
+	} else {
+		for pgno := range pages {
+			pgnos = append(pgnos, pgno)
+		}
+		for pgno := nPages + 1; pgno <= oldPages; pgno++ {
+			if _, ok := pages[pgno]; !ok {
+				pgnos = append(pgnos, pgno) // pages cut off
+			}
+		}
+		if _, ok := pages[1]; !ok && oldSize > 0 {
+			pgnos = append(pgnos, 1) // page 1 always changes (change counter)
+		}
 	}
 	sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
 	if oldSize > 0 {
-		if err := writeJournal(jpath, f, pgnos, pageSize, oldPages); err != nil {
+		if err := writeJournal(jpath, f, pgnos, oldPS, oldPages); err != nil {
 			return err
 		}
 	}
@@ -333,6 +341,18 @@ func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos p
 	r.log.Info("replica updated", "txid", uint64(pos.TXID), "timestamp", pos.Timestamp.Format(time.RFC3339Nano),
 		"lag", time.Since(pos.Timestamp).Round(time.Millisecond))
 	return nil
+}
+
+// complete reports whether pages holds every page of an nPages database
+// (the lock page aside).
+func complete(pages map[uint32][]byte, nPages, pageSize uint32) bool {
+	lock := ltx.LockPgno(pageSize)
+	for pgno := uint32(1); pgno <= nPages; pgno++ {
+		if _, ok := pages[pgno]; !ok && pgno != lock {
+			return false
+		}
+	}
+	return true
 }
 
 // writeJournal writes a hot rollback journal in SQLite's format holding the

@@ -2,9 +2,11 @@ package shipper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -152,12 +154,47 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		// merged with the next one that arrives.
 		return nil
 	}
-	if err := s.compactInto(ctx, st, chain, level); err != nil {
+	err = s.compactInto(ctx, st, chain, level)
+	if errors.Is(err, errPageSizes) {
+		// The chain crosses a page-size change: this level starts again
+		// after the snapshot written at the change (restores inside the
+		// gap use the lower levels).
+		chain, err = s.afterPageSizeChange(ctx, st, src, chain)
+		if err == nil {
+			err = s.compactInto(ctx, st, chain, level)
+		}
+	}
+	if err != nil {
 		st.forget(level)
 		return err
 	}
 	st.wroteFile(level)
 	return nil
+}
+
+// errPageSizes: the files of a chain have different page sizes.
+var errPageSizes = errors.New("files of different page sizes")
+
+// afterPageSizeChange returns the files of src from the newest snapshot
+// inside chain on: the one written where the page size changed.
+func (s *Shipper) afterPageSizeChange(ctx context.Context, st *stage, src, chain []*ltx.FileInfo) ([]*ltx.FileInfo, error) {
+	snaps, err := s.opts.Client.LTXFiles(ctx, st.db, storage.SnapshotLevel)
+	if err != nil {
+		return nil, err
+	}
+	first, last := chain[0].MinTXID, chain[len(chain)-1].MaxTXID
+	var at ltx.TXID
+	for _, fi := range snaps {
+		if fi.MaxTXID >= first && fi.MaxTXID < last && fi.MaxTXID > at {
+			at = fi.MaxTXID
+		}
+	}
+	// The snapshot is of the change's transaction, the first of its
+	// level-0 file.
+	if after := storage.Chain(src, at-1, 0); at > 0 && len(after) > 0 {
+		return after, nil
+	}
+	return nil, fmt.Errorf("compact %s: %w, and no snapshot where the page size changed", ltx.FormatFilename(first, last), errPageSizes)
 }
 
 // snapshot writes a level-9 snapshot of the latest TXID if there is none.
@@ -215,6 +252,9 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 		return err
 	}
 	if err := c.Compact(ctx); err != nil {
+		if strings.Contains(err.Error(), "mismatched page sizes") {
+			err = fmt.Errorf("%w: %v", errPageSizes, err)
+		}
 		return fmt.Errorf("compact %s into level %d: %w", ltx.FormatFilename(min, max), level, err)
 	}
 	if err := bw.Flush(); err != nil {

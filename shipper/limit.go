@@ -94,7 +94,7 @@ func (s *Shipper) collapse(st *stage) error {
 			}
 			continue
 		}
-		t, err := st.buildLTX(f, recs)
+		t, err := st.buildLTX(f, recs, false)
 		f.Close()
 		if err != nil {
 			return err

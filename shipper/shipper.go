@@ -491,18 +491,25 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 	min, max := first.TXID, last.TXID
 	ts := time.UnixMilli(last.Timestamp)
 
-	if first.TXID == 1 {
+	st.mu.Lock()
+	prevPageSize := st.shipped.PageSize
+	st.mu.Unlock()
+	switch {
+	case first.TXID == 1:
 		if err := s.checkNoForeignHistory(ctx, db, first.TXID, first.Post); err != nil {
 			return err
 		}
-		snap, err := st.buildLTX(f, recs[:1])
-		if err != nil {
+		if err := s.uploadSnapshot(ctx, st, f, first); err != nil {
 			return err
 		}
-		defer snap.Close()
-		if err := s.opts.Client.WriteLTXFile(ctx, db, storage.SnapshotLevel, 1, 1, snap, time.UnixMilli(first.Timestamp)); err != nil {
-			return fmt.Errorf("upload snapshot of %s: %w", db, err)
+	case prevPageSize != 0 && first.PageSize != prevPageSize && isFull(first):
+		// A new page size (VACUUM): files on either side of it cannot be
+		// compacted together, so the history starts again from a snapshot
+		// of this transaction, which holds every page.
+		if err := s.uploadSnapshot(ctx, st, f, first); err != nil {
+			return err
 		}
+		s.log.Info("page size changed: snapshot written", "db", db, "txid", first.TXID, "page_size", first.PageSize, "was", prevPageSize)
 	}
 	// The per-transaction log and the level-0 file go up concurrently (one
 	// PUT of latency, not two); the batch counts as shipped only when both
@@ -533,10 +540,34 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
 }
 
+// isFull reports whether a staged transaction holds every page of its
+// database (a snapshot or a resync).
+func isFull(r storage.TxRecord) bool {
+	n := r.Commit
+	if ltx.LockPgno(r.PageSize) <= r.Commit {
+		n--
+	}
+	return r.PageCount >= n
+}
+
+// uploadSnapshot writes a level-9 snapshot (TXID 1 to rec's) from a staged
+// transaction that holds every page.
+func (s *Shipper) uploadSnapshot(ctx context.Context, st *stage, f *os.File, rec storage.TxRecord) error {
+	snap, err := st.buildLTX(f, []storage.TxRecord{rec}, true)
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	if err := s.opts.Client.WriteLTXFile(ctx, st.db, storage.SnapshotLevel, 1, rec.TXID, snap, time.UnixMilli(rec.Timestamp)); err != nil {
+		return fmt.Errorf("upload snapshot of %s: %w", st.db, err)
+	}
+	return nil
+}
+
 // uploadL0 writes a batch's level-0 LTX file.
 func (s *Shipper) uploadL0(ctx context.Context, st *stage, f *os.File, recs []storage.TxRecord) error {
 	min, max := recs[0].TXID, recs[len(recs)-1].TXID
-	l0, err := st.buildLTX(f, recs)
+	l0, err := st.buildLTX(f, recs, false)
 	if err != nil {
 		return err
 	}
@@ -548,8 +579,9 @@ func (s *Shipper) uploadL0(ctx context.Context, st *stage, f *os.File, recs []st
 }
 
 // buildLTX encodes consecutive staged transactions as one LTX file holding
-// the last version of every page, in a temporary file that is removed on Close.
-func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord) (*tempFile, error) {
+// the last version of every page, in a temporary file that is removed on
+// Close. A snapshot (of transactions that hold every page) starts at TXID 1.
+func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*tempFile, error) {
 	first, last := recs[0], recs[len(recs)-1]
 	latest := map[uint32]int64{} // pgno -> offset of its data
 	for _, r := range recs {
@@ -585,8 +617,8 @@ func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord) (*tempFile, error
 		Version: ltx.Version, PageSize: first.PageSize, Commit: last.Commit,
 		MinTXID: first.TXID, MaxTXID: last.TXID, Timestamp: last.Timestamp, PreApplyChecksum: first.Pre,
 	}
-	if first.TXID == 1 {
-		hdr.PreApplyChecksum = 0
+	if first.TXID == 1 || snapshot {
+		hdr.MinTXID, hdr.PreApplyChecksum = 1, 0
 	}
 	err = enc.EncodeHeader(hdr)
 	buf := make([]byte, first.PageSize)
