@@ -101,6 +101,12 @@ type Config struct {
 // ErrNotDatabase is returned when the main file is not a SQLite database.
 var ErrNotDatabase = errors.New("not a SQLite database")
 
+// ErrResync is returned by a Sink that will not stage the transaction
+// because the database's history must start again from its replica's
+// position (its staging disagreed with the replica). The front end then
+// opens a new DB at that position, which ships the database whole.
+var ErrResync = errors.New("staging was reset: the capture must start again from the replica's position")
+
 // DB is the capture state machine of one database. Its methods are safe for
 // concurrent use; they are serialized internally.
 type DB struct {

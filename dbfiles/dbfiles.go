@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -73,6 +74,9 @@ type Database struct {
 	// retryAt, then tries again (backoff doubles, up to maxPosBackoff).
 	retryAt time.Time
 	backoff time.Duration
+	// resync: the shipper reset the database's staging; the capture core
+	// is replaced by one at the replica's position.
+	resync atomic.Bool
 }
 
 // Reading a database's replica position is retried with this backoff.
@@ -130,6 +134,10 @@ func (d *Database) Core() *capture.DB {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.core != nil && d.resync.Swap(false) {
+		d.core = nil
+		d.retryAt = d.r.Now() // capture again at once
+	}
 	return d.core
 }
 
@@ -206,7 +214,7 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		Sums:  d.sums,
 		Pos:   pos,
 		Now:   d.r.Now,
-		Sink:  func(tx *capture.Tx) error { return d.r.Stager.Stage(d.Name, tx) },
+		Sink:  d.stage,
 		Warn:  func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
 	})
 	if errors.Is(err, capture.ErrNotDatabase) {
@@ -220,6 +228,22 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	d.core = core
 	d.r.Log.Debug("capturing database", "db", d.Name, "txid", pos.TXID)
 	return core, nil
+}
+
+// stage hands a captured transaction to the shipper. When the shipper reset
+// the database's staging, the transaction is not staged: the core is
+// replaced at the next file operation by one that starts from the
+// replica's position and ships the database whole, this transaction
+// included.
+func (d *Database) stage(tx *capture.Tx) error {
+	err := d.r.Stager.Stage(d.Name, tx)
+	if errors.Is(err, capture.ErrResync) {
+		if !d.resync.Swap(true) {
+			d.r.Log.Warn("staging was reset: capture starts again from the replica's position", "db", d.Name, "txid", tx.TXID)
+		}
+		return nil
+	}
+	return err
 }
 
 // retryDue reports whether capture waits for the replica position and may

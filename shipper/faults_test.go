@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -200,7 +201,7 @@ func TestDamagedStagingSetAside(t *testing.T) {
 	if !strings.Contains(msg, "damaged staging set aside") || !strings.Contains(msg, "db=bad.db") || !strings.Contains(msg, "shipped.json") {
 		t.Fatalf("the set-aside staging is not reported by name:\n%s", msg)
 	}
-	aside, _ := filepath.Glob(filepath.Join(stageDir+".damaged", "bad.db.*"))
+	aside, _ := filepath.Glob(filepath.Join(stageDir+".set-aside", "bad.db.*"))
 	if len(aside) != 1 {
 		t.Fatalf("set-aside directories: %v", aside)
 	}
@@ -270,5 +271,149 @@ func TestLongDatabaseName(t *testing.T) {
 	}
 	if got := restoreBytes(t, root, name, 0); !bytes.Equal(got, m.bytes()) {
 		t.Fatal("restore of a long-named database differs")
+	}
+}
+
+// TestStagingBelongsToItsReplica: staging made for one replica is never
+// shipped to another: started with another replica URL, the staging is set
+// aside and the database starts again there from a snapshot.
+func TestStagingBelongsToItsReplica(t *testing.T) {
+	rootA, rootB, stageDir := t.TempDir(), t.TempDir(), t.TempDir()
+	clientA := &countingClient{Client: file.New(rootA)}
+	clientA.fail.Store(true) // the wrong bucket: nothing reaches it
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: clientA, SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemDB(3)
+	core := openCore(t, s, "x.db", m)
+	m.change(t, core, 2, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_ = s.Close(ctx)
+
+	clientB := &countingClient{Client: file.New(rootB)}
+	var log bytes.Buffer
+	var mu sync.Mutex
+	s2, err := shipper.New(shipper.Options{Dir: stageDir, Client: clientB, SyncInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &log}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := clientB.l0PUTs.Load(); n != 0 {
+		t.Fatalf("%d level-0 files staged for replica A were uploaded to replica B", n)
+	}
+	mu.Lock()
+	msg := log.String()
+	mu.Unlock()
+	if !strings.Contains(msg, "another replica") || !strings.Contains(msg, rootA) {
+		t.Fatalf("the set-aside staging is not reported:\n%s", msg)
+	}
+	// The database starts again on B from a snapshot of its current state.
+	if pos, err := s2.Position(context.Background(), "x.db"); err != nil || pos.TXID != 0 {
+		t.Fatalf("position on the new replica: %+v %v", pos, err)
+	}
+	core = openCore(t, s2, "x.db", m)
+	m.change(t, core, 3, 4)
+	if err := s2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := restoreBytes(t, rootB, "x.db", 0); !bytes.Equal(got, m.bytes()) {
+		t.Fatal("restore from the new replica differs")
+	}
+}
+
+// TestReplicaEmptied: the replica lost what was uploaded from here (its
+// prefix emptied): at the database's first capture the staging is set aside
+// and the database starts again there from a snapshot, instead of uploading
+// increments that can never be restored.
+func TestReplicaEmptied(t *testing.T) {
+	root, stageDir := t.TempDir(), t.TempDir()
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: file.New(root), SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemDB(3)
+	core := openCore(t, s, "x.db", m)
+	m.change(t, core, 2, 1)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "x.db")); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := shipper.New(shipper.Options{Dir: stageDir, Client: file.New(root), SyncInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core = openCore(t, s2, "x.db", m)
+	m.change(t, core, 3, 2)
+	if err := s2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := restoreBytes(t, root, "x.db", 0); !bytes.Equal(got, m.bytes()) {
+		t.Fatal("restore after the replica was emptied differs")
+	}
+}
+
+// TestStaleStagingNotShipped: a staging copied from an old machine (its
+// staged transactions 4..5 were uploaded long ago, and history went on to 8
+// from elsewhere) must not upload old TXIDs on top of the newer history.
+func TestStaleStagingNotShipped(t *testing.T) {
+	root, stageDir := t.TempDir(), t.TempDir()
+	client := &countingClient{Client: file.New(root)}
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemDB(3)
+	core := openCore(t, s, "x.db", m)
+	m.change(t, core, 2, 1)
+	m.change(t, core, 2, 2)
+	if err := s.Flush(context.Background()); err != nil { // TXIDs 1..3 up
+		t.Fatal(err)
+	}
+	client.fail.Store(true)
+	m.change(t, core, 2, 3)
+	m.change(t, core, 2, 4) // 4..5 staged only
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_ = s.Close(ctx)
+	old := filepath.Join(t.TempDir(), "old-staging")
+	if out, err := exec.Command("cp", "-a", stageDir, old).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	// The machine goes on: 4..5 upload, then 6..8.
+	client.fail.Store(false)
+	s2, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core = openCore(t, s2, "x.db", m)
+	for v := byte(5); v < 8; v++ {
+		m.change(t, core, 2, v)
+	}
+	if err := s2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := m.bytes()
+	files, _ := filepath.Glob(filepath.Join(root, "x.db", "ltx", "0", "*.ltx"))
+
+	// The old copy comes back.
+	s3, err := shipper.New(shipper.Options{Dir: old, Client: client, SyncInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s3.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := filepath.Glob(filepath.Join(root, "x.db", "ltx", "0", "*.ltx")); len(after) != len(files) {
+		t.Fatalf("the old staging uploaded level-0 files %v on top of %v", after, files)
+	}
+	if got := restoreBytes(t, root, "x.db", 0); !bytes.Equal(got, want) {
+		t.Fatal("the replica was changed by an old staging")
 	}
 }

@@ -140,6 +140,9 @@ func New(opts Options) (*Shipper, error) {
 		work:   make(chan *stage, 4096),
 		stop:   make(chan struct{}),
 	}
+	if err := s.bindReplica(); err != nil {
+		return nil, err
+	}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -215,15 +218,23 @@ func (s *Shipper) Position(ctx context.Context, db string) (capture.Pos, error) 
 	if err != nil {
 		return capture.Pos{}, err
 	}
+	fi, err := s.reconcile(ctx, st)
 	st.mu.Lock()
 	pos, known := st.pos, st.known
+	if err == nil || known {
+		st.resync = false // a new capture starts here
+	}
 	st.mu.Unlock()
 	if known {
+		if err != nil {
+			// Staging is trusted until the replica can be read; it is
+			// compared with it before anything is uploaded.
+			s.log.Debug("replica not readable now; capture continues from staging", "db", db, "txid", pos.TXID, "err", err)
+		}
 		return pos, nil
 	}
-	fi, err := storage.Latest(ctx, s.opts.Client, db)
 	if err != nil {
-		return capture.Pos{}, fmt.Errorf("read the replica position of %s from %s: %w", db, s.opts.Client.URL(), err)
+		return capture.Pos{}, err
 	}
 	if fi == nil {
 		return capture.Pos{}, nil
@@ -232,7 +243,14 @@ func (s *Shipper) Position(ctx context.Context, db string) (capture.Pos, error) 
 	if err != nil {
 		return capture.Pos{}, err
 	}
-	return capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}, nil
+	pos = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}
+	// The next transaction staged must follow the replica's.
+	st.mu.Lock()
+	if !st.known {
+		st.pos, st.known = pos, true
+	}
+	st.mu.Unlock()
+	return pos, nil
 }
 
 // Stage appends a transaction to the database's pending log.
@@ -429,6 +447,14 @@ func (s *Shipper) Close(ctx context.Context) error {
 
 // ship seals the pending log and uploads every sealed batch of a database.
 func (s *Shipper) ship(ctx context.Context, st *stage) error {
+	st.mu.Lock()
+	verified := st.verified
+	st.mu.Unlock()
+	if !verified {
+		if _, err := s.reconcile(ctx, st); err != nil {
+			return err
+		}
+	}
 	st.shipMu.Lock()
 	defer st.shipMu.Unlock()
 	if err := st.seal(); err != nil {
@@ -676,6 +702,8 @@ type stage struct {
 	stagedBytes *atomic.Int64 // the shipper's total
 	failures    int           // failed shipments in a row
 	queued      bool          // a shipment is scheduled
+	verified    bool          // compared with the replica in this run
+	resync      bool          // staged work was set aside: the capture must start again
 }
 
 type posJSON struct {
@@ -781,6 +809,9 @@ func (st *stage) hasWork() bool {
 func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.resync {
+		return false, fmt.Errorf("%s: %w", st.db, capture.ErrResync)
+	}
 	if st.known && tx.TXID != st.pos.TXID+1 {
 		return false, fmt.Errorf("transaction %d of %s does not follow staged position %d", tx.TXID, st.db, st.pos.TXID)
 	}

@@ -63,10 +63,10 @@ func nameDir(dir, db string) error {
 	return writeFileAtomic(filepath.Join(dir, nameFile), []byte(db))
 }
 
-// setAside moves a damaged staging directory out of the way, into
-// <staging root>.damaged, and returns its new path.
+// setAside moves a staging directory (a database's, or the whole root) out
+// of the way, into <staging root>.set-aside, and returns its new path.
 func (s *Shipper) setAside(dir string) (string, error) {
-	root := filepath.Clean(s.opts.Dir) + ".damaged"
+	root := filepath.Clean(s.opts.Dir) + ".set-aside"
 	if err := os.MkdirAll(root, dirMode); err != nil {
 		return "", err
 	}

@@ -1,0 +1,129 @@
+package shipper
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/storage"
+)
+
+// Staged work belongs to the replica it was staged for, and is trusted only
+// while it agrees with that replica:
+//
+//   - the staging root records its replica's URL; started with another
+//     replica, the whole staging is set aside and every database starts
+//     again from the new replica's position (a snapshot where it is empty);
+//   - once per run, before a database's staging is used (its first capture,
+//     its first upload), it is compared with the replica's latest TXID. A
+//     replica behind what was uploaded from here lost files (a prefix
+//     emptied); one ahead of everything staged here holds newer history (a
+//     staging copied from an old machine). Either way the staged work is set
+//     aside and the database is resynced from the replica's position: old
+//     TXIDs are never uploaded on top of other history.
+
+const replicaFile = "replica"
+
+// bindReplica ties the staging root to the replica URL.
+func (s *Shipper) bindReplica() error {
+	url := s.opts.Client.URL()
+	p := filepath.Join(s.opts.Dir, replicaFile)
+	b, err := os.ReadFile(p)
+	if err == nil && strings.TrimSpace(string(b)) != url {
+		old := strings.TrimSpace(string(b))
+		aside, err := s.setAside(s.opts.Dir)
+		if err != nil {
+			return fmt.Errorf("staging %s belongs to the replica %s, not %s, and cannot be set aside: %w", s.opts.Dir, old, url, err)
+		}
+		s.log.Warn("the staging was for another replica: set aside, every database starts again from this replica's position",
+			"staging_replica", old, "replica", url, "set_aside", aside)
+		if err := PrivateDir(s.opts.Dir); err != nil {
+			return err
+		}
+	} else if err == nil {
+		return nil
+	}
+	return writeFileAtomic(p, []byte(url+"\n"))
+}
+
+// reconcile compares a database's staging with the replica (once per run)
+// and sets the staged work aside when they disagree. It returns the
+// replica's latest file, nil when it has none.
+func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, error) {
+	fi, err := storage.Latest(ctx, s.opts.Client, st.db)
+	if err != nil {
+		return nil, fmt.Errorf("read the replica position of %s from %s: %w", st.db, s.opts.Client.URL(), err)
+	}
+	var remote ltx.TXID
+	if fi != nil {
+		remote = fi.MaxTXID
+	}
+	st.mu.Lock()
+	shipped, pos, known, verified := st.shipped.TXID, st.pos.TXID, st.known, st.verified
+	st.verified = true
+	st.mu.Unlock()
+	if verified || !known {
+		return fi, nil
+	}
+	var why string
+	switch {
+	case remote > pos:
+		why = fmt.Sprintf("the replica holds TXID %d, newer than anything staged here (up to %d): this staging is older than the replica's history", remote, pos)
+	case remote < shipped:
+		why = fmt.Sprintf("the replica holds TXID %d but %d was uploaded from here: the replica lost files (emptied, or another location)", remote, shipped)
+	default:
+		return fi, nil
+	}
+	aside, err := st.reset()
+	if err != nil {
+		return nil, fmt.Errorf("staging of %s disagrees with the replica (%s) and cannot be set aside: %w", st.db, why, err)
+	}
+	s.log.Warn("staging disagrees with the replica: staged work set aside, the database is resynced from the replica's position",
+		"db", st.db, "replica", s.opts.Client.URL(), "reason", why, "set_aside", aside)
+	return fi, nil
+}
+
+// reset moves the staged transactions and the shipped position out of the
+// way (into set-aside/ inside the database's staging) and forgets the
+// staged position: the next capture starts from the replica's. A capture
+// that goes on from the old position is told to resync (capture.ErrResync).
+func (st *stage) reset() (string, error) {
+	st.shipMu.Lock()
+	defer st.shipMu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.pending != nil {
+		st.pending.Close()
+		st.pending, st.size = nil, 0
+	}
+	ents, err := os.ReadDir(st.dir)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(st.dir, "set-aside", time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.MkdirAll(dst, dirMode); err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if n == "pending" || n == "shipped.json" || strings.HasPrefix(n, "batch-") {
+			if fi, err := e.Info(); err == nil && n != "shipped.json" {
+				st.stagedBytes.Add(-fi.Size())
+			}
+			if err := os.Rename(filepath.Join(st.dir, n), filepath.Join(dst, n)); err != nil {
+				return "", err
+			}
+		}
+	}
+	if err := syncDir(st.dir); err != nil {
+		return "", err
+	}
+	st.pos, st.known, st.shipped = capture.Pos{}, false, capture.Pos{}
+	st.resync = true
+	return dst, nil
+}
