@@ -134,11 +134,18 @@ func (d *Database) Core() *capture.DB {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.dropIfResync()
+	return d.core
+}
+
+// dropIfResync drops a capture core whose staging the shipper reset, so
+// the next operation captures again from the replica's position; d.mu is
+// held.
+func (d *Database) dropIfResync() {
 	if d.core != nil && d.resync.Swap(false) {
 		d.core = nil
 		d.retryAt = d.r.Now() // capture again at once
 	}
-	return d.core
 }
 
 // Opened counts an open handle on the main file.
@@ -163,6 +170,7 @@ func (d *Database) Released() (last bool) {
 func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.dropIfResync()
 	if d.core != nil || d.notDB {
 		return d.core, nil
 	}

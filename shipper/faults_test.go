@@ -359,9 +359,10 @@ func TestReplicaEmptied(t *testing.T) {
 	}
 }
 
-// TestStaleStagingNotShipped: a staging copied from an old machine (its
-// staged transactions 4..5 were uploaded long ago, and history went on to 8
-// from elsewhere) must not upload old TXIDs on top of the newer history.
+// TestStaleStagingNotShipped: a staging copied from an old machine (it
+// holds transactions 4..5 that never reached the replica, whose history
+// went on from 3 elsewhere) must not upload old TXIDs on top of the newer
+// history.
 func TestStaleStagingNotShipped(t *testing.T) {
 	root, stageDir := t.TempDir(), t.TempDir()
 	client := &countingClient{Client: file.New(root)}
@@ -386,12 +387,19 @@ func TestStaleStagingNotShipped(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", stageDir, old).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
 	}
-	// The machine goes on: 4..5 upload, then 6..8.
+	// Another machine goes on from the replica (TXID 3) with a staging of
+	// its own: its state is shipped whole as TXID 4, then 5..7.
 	client.fail.Store(false)
-	s2, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: time.Hour})
+	if err := os.RemoveAll(stageDir); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.mu.Lock()
+	m.data[2*pageSize+200] = 50 // a change the old machine never staged
+	m.mu.Unlock()
 	core = openCore(t, s2, "x.db", m)
 	for v := byte(5); v < 8; v++ {
 		m.change(t, core, 2, v)
