@@ -96,6 +96,22 @@ type Config struct {
 	// Warn reports conditions the user must know about, such as a journal
 	// mode walsync cannot capture. May be nil.
 	Warn func(msg string)
+	// Shared, if set, coordinates the DBs of several processes capturing
+	// the same database (the VFS used by several processes).
+	Shared Shared
+}
+
+// Shared coordinates several processes that capture one database, each
+// with its own DB. Every capture happens under Lock, after the DB has
+// adopted the position Load returns: the last transaction staged by any
+// process (whose page checksums are in the shared Sums). The Sink runs under
+// the lock, so the transactions of all processes form one chain.
+type Shared interface {
+	Lock() error
+	Unlock()
+	// Load returns the last staged position; ok is false when none is
+	// recorded yet.
+	Load() (pos Pos, ok bool, err error)
 }
 
 // ErrNotDatabase is returned when the main file is not a SQLite database.
@@ -167,10 +183,36 @@ func Open(cfg Config) (*DB, error) {
 	if d.journalLive {
 		return d, nil // torn until SQLite rolls the hot journal back
 	}
-	if err := d.establish(); err != nil {
+	if err := d.locked(d.establish); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// locked runs a capture under the shared lock, after adopting what other
+// processes captured since this DB last did.
+func (d *DB) locked(capture func() error) error {
+	sh := d.cfg.Shared
+	if sh == nil {
+		return capture()
+	}
+	if err := sh.Lock(); err != nil {
+		return fmt.Errorf("lock the capture of %s: %w", d.cfg.Name, err)
+	}
+	defer sh.Unlock()
+	p, ok, err := sh.Load()
+	if err != nil {
+		return fmt.Errorf("read the staged position of %s: %w", d.cfg.Name, err)
+	}
+	if ok && p != d.pos {
+		// Another process captured since: its page checksums are in the
+		// shared store, its position is the one to follow.
+		d.pos = p
+		if d.known {
+			d.pageSize, d.commit, d.xor = p.PageSize, p.Commit, p.Checksum&^ltx.ChecksumFlag
+		}
+	}
+	return capture()
 }
 
 // Pos returns the position of the last captured transaction.
@@ -203,7 +245,7 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 	if !d.known && !d.journalLive && d.wal.valid {
 		// The state was lost (its checksums could not be stored): rebuild
 		// it from the files; what this write committed is shipped with it.
-		return d.establish()
+		return d.locked(d.establish)
 	}
 	if !d.wal.valid || !d.known || off+n <= d.wal.end {
 		return nil
@@ -247,7 +289,7 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 	case off == fstart && n == fsz:
 		tail = &frameInHand{off: fstart, hdr: d.lastFrameHdr, page: data[walFrameHeaderSize:]}
 	}
-	return d.scanWAL(false, fstart+fsz, tail)
+	return d.locked(func() error { return d.scanWAL(false, fstart+fsz, tail) })
 }
 
 // frameInHand is a WAL frame whose bytes the caller holds (the write that
@@ -401,7 +443,7 @@ func (d *DB) RemoveJournal(apply func() error) error {
 // uncaptured. If apply fails, liveness is read back from the file.
 func (d *DB) endJournal(ends bool, apply func() error) error {
 	if ends && d.journalLive {
-		if err := d.finalize(); err != nil {
+		if err := d.locked(d.finalize); err != nil {
 			return err
 		}
 		d.journalLive = false
@@ -427,7 +469,7 @@ func (d *DB) Closed() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.unjournaled && !d.journalLive {
-		return d.finalize()
+		return d.locked(d.finalize)
 	}
 	return nil
 }
@@ -438,7 +480,7 @@ func (d *DB) journalChanged() error {
 	live := d.readJournalLive()
 	if d.journalLive && !live {
 		d.journalLive = false
-		return d.finalize()
+		return d.locked(d.finalize)
 	}
 	d.journalLive = live
 	return nil

@@ -33,6 +33,9 @@ type Stager interface {
 	// StateDir is a directory for the database's other state (its page
 	// checksums), created on first use.
 	StateDir(db string) string
+	// Shared coordinates the capture of a database with other processes
+	// staging it (nil: this process is the only one).
+	Shared(db string) capture.Shared
 }
 
 // Registry holds the databases of one front end, by name.
@@ -217,13 +220,14 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums")}
 	}
 	core, err := capture.Open(capture.Config{
-		Name:  d.Name,
-		Files: d.Files,
-		Sums:  d.sums,
-		Pos:   pos,
-		Now:   d.r.Now,
-		Sink:  d.stage,
-		Warn:  func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
+		Name:   d.Name,
+		Files:  d.Files,
+		Sums:   d.sums,
+		Pos:    pos,
+		Now:    d.r.Now,
+		Sink:   d.stage,
+		Shared: d.r.Stager.Shared(d.Name),
+		Warn:   func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
 	})
 	if errors.Is(err, capture.ErrNotDatabase) {
 		d.notDB = true

@@ -49,8 +49,9 @@ func (f *fakeStager) Stage(db string, tx *capture.Tx) error {
 	return nil
 }
 
-func (f *fakeStager) Sync(db string) error      { return nil }
-func (f *fakeStager) StateDir(db string) string { return filepath.Join(f.dir, "state", db) }
+func (f *fakeStager) Sync(db string) error            { return nil }
+func (f *fakeStager) Shared(db string) capture.Shared { return nil }
+func (f *fakeStager) StateDir(db string) string       { return filepath.Join(f.dir, "state", db) }
 
 func (f *fakeStager) last() *capture.Tx {
 	f.mu.Lock()

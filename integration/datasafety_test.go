@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage"
 	"github.com/walsync/walsync/storage/file"
 )
 
@@ -137,5 +138,85 @@ func TestPageSizeChange(t *testing.T) {
 	}
 	if got := shell(t, local, "PRAGMA page_size;"); got != "8192\n" {
 		t.Fatalf("replica page size %q", got)
+	}
+}
+
+// TestVFSSeveralProcessesOneDatabase: several processes load the extension
+// and write one database concurrently (web servers with worker processes).
+// Each used to keep its own position and append to the shared staging at
+// a size it cached: the replica lost transactions and a process hung in
+// Close. Now every transaction of every process is on the replica, in one
+// chain, in every rollback journal mode.
+func TestVFSSeveralProcessesOneDatabase(t *testing.T) {
+	for _, mode := range []string{"DELETE", "TRUNCATE", "PERSIST"} {
+		t.Run(mode, func(t *testing.T) {
+			dir, rep := t.TempDir(), t.TempDir()
+			env := extEnv(dir, rep)
+			db := filepath.Join(dir, "shared.db")
+			shell(t, db, "PRAGMA journal_mode="+mode+"; CREATE TABLE t(p INTEGER, i INTEGER, pad BLOB);")
+			const procs, rows = 3, 100
+			var cmds []*exec.Cmd
+			var outs []*syncBuffer
+			for p := 0; p < procs; p++ {
+				cmd := pyExt(t, env, `
+import time
+c = connect(sys.argv[1], timeout=30)
+c.execute("PRAGMA journal_mode=`+mode+`")
+p = int(sys.argv[2])
+for i in range(`+fmt.Sprint(rows)+`):
+    c.execute("INSERT INTO t VALUES(?, ?, randomblob(?))", (p, i, 50 + (i % 7) * 300))
+    if i % 10 == 0:
+        time.sleep(0.002)
+c.close()
+`, db, fmt.Sprint(p))
+				out := &syncBuffer{}
+				cmd.Stdout, cmd.Stderr = out, out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				cmds, outs = append(cmds, cmd), append(outs, out)
+			}
+			for i, cmd := range cmds {
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("process %d: %v\n%s", i, err, outs[i])
+					}
+				case <-time.After(90 * time.Second):
+					_ = cmd.Process.Kill()
+					t.Fatalf("process %d did not finish (hung in close?)\n%s", i, outs[i])
+				}
+			}
+			if got := shell(t, db, "SELECT count(*) FROM t;"); got != fmt.Sprintf("%d\n", procs*rows) {
+				t.Fatalf("source has %q rows", got)
+			}
+			out := filepath.Join(t.TempDir(), "r.db")
+			restoreCLI(t, "file://"+filepath.Join(rep, "shared.db"), out)
+			want := shell(t, db, "SELECT p, i, length(pad) FROM t ORDER BY rowid;")
+			if got := shell(t, out, "SELECT p, i, length(pad) FROM t ORDER BY rowid;"); got != want {
+				t.Fatalf("restore has %s rows, source %d", strings.TrimSpace(shell(t, out, "SELECT count(*) FROM t;")), procs*rows)
+			}
+			// One chain: every transaction restores on its own.
+			c, err := storage.Open("file://" + filepath.Join(rep, "shared.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			latest, err := storage.Latest(context.Background(), c, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if latest.MaxTXID < procs*rows {
+				t.Fatalf("latest TXID %d: fewer transactions than the %d inserts", latest.MaxTXID, procs*rows)
+			}
+			for _, txid := range []ltx.TXID{latest.MaxTXID / 3, latest.MaxTXID / 2, latest.MaxTXID - 1} {
+				o := filepath.Join(t.TempDir(), "r.db")
+				restoreCLI(t, "file://"+filepath.Join(rep, "shared.db"), o, "--txid", fmt.Sprint(txid))
+				if got := shell(t, o, "PRAGMA integrity_check;"); got != "ok\n" {
+					t.Fatalf("TXID %d: %s", txid, got)
+				}
+			}
+		})
 	}
 }

@@ -76,10 +76,23 @@ func (s *Shipper) forEachDB(fn func(st *stage) error) {
 			return
 		default:
 		}
-		if err := fn(st); err != nil {
+		if err := s.compactOne(st, fn); err != nil {
 			s.log.Warn("compaction failed; it is retried at the next interval", "db", st.db, "err", err)
 		}
 	}
+}
+
+// compactOne runs fn on a database; with shared staging only when no other
+// process is shipping or compacting it.
+func (s *Shipper) compactOne(st *stage, fn func(st *stage) error) error {
+	if st.shared {
+		ok, err := st.compactLock.tryLock()
+		if err != nil || !ok {
+			return err
+		}
+		defer st.compactLock.unlock()
+	}
+	return fn(st)
 }
 
 // upToDate reports whether the database shipped nothing since key last saw

@@ -63,6 +63,28 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 	if fi != nil {
 		remote = fi.MaxTXID
 	}
+	st.shipMu.Lock()
+	defer st.shipMu.Unlock()
+	if st.shared {
+		// Other processes may have staged and shipped since this one
+		// loaded the staging: compare what is on disk now.
+		if err := st.sealLock.lock(); err != nil {
+			return nil, err
+		}
+		defer st.sealLock.unlock()
+		if err := st.loadShipped(); err != nil {
+			return nil, err
+		}
+		sp, ok, err := st.readStagedPos()
+		if err != nil {
+			return nil, err
+		}
+		st.mu.Lock()
+		if ok && (!st.known || sp.pos.TXID > st.pos.TXID) {
+			st.pos, st.known = sp.pos, true
+		}
+		st.mu.Unlock()
+	}
 	st.mu.Lock()
 	shipped, pos, known, verified := st.shipped.TXID, st.pos.TXID, st.known, st.verified
 	st.verified = true
@@ -79,7 +101,15 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 	default:
 		return fi, nil
 	}
-	aside, err := st.reset()
+	var remotePos capture.Pos
+	if fi != nil {
+		hdr, trl, err := storage.ReadHeader(ctx, s.opts.Client, st.db, fi)
+		if err != nil {
+			return nil, err
+		}
+		remotePos = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}
+	}
+	aside, err := st.reset(remotePos)
 	if err != nil {
 		return nil, fmt.Errorf("staging of %s disagrees with the replica (%s) and cannot be set aside: %w", st.db, why, err)
 	}
@@ -92,9 +122,10 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 // way (into set-aside/ inside the database's staging) and forgets the
 // staged position: the next capture starts from the replica's. A capture
 // that goes on from the old position is told to resync (capture.ErrResync).
-func (st *stage) reset() (string, error) {
-	st.shipMu.Lock()
-	defer st.shipMu.Unlock()
+// With shared staging the replica's position (remote) becomes the staged
+// one, which every process's next transaction must follow. st.shipMu (and,
+// shared, the capture lock) is held.
+func (st *stage) reset(remote capture.Pos) (string, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.pending != nil {
@@ -125,5 +156,11 @@ func (st *stage) reset() (string, error) {
 	}
 	st.pos, st.known, st.shipped = capture.Pos{}, false, capture.Pos{}
 	st.resync = true
+	if st.shared {
+		st.pos, st.known = remote, true
+		if err := st.writeStagedPos(stagedPos{pos: remote}); err != nil {
+			return "", err
+		}
+	}
 	return dst, nil
 }

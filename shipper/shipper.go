@@ -57,6 +57,9 @@ type Options struct {
 	// FlushTimeout bounds Flush, FlushDB and Close when their context has
 	// no deadline; default 30s.
 	FlushTimeout time.Duration
+	// Shared: other processes may stage into the same directory (the VFS
+	// loaded by several processes); see shared.go.
+	Shared bool
 	// MaxStaging bounds the staging directory (bytes, 0: unbounded). Past
 	// it, each database's staged batches are merged into one LTX file (the
 	// transactions in it can no longer be restored one by one); nothing is
@@ -182,20 +185,46 @@ func (s *Shipper) stage(db string) (*stage, error) {
 	if st, ok := s.stages[db]; ok {
 		return st, nil
 	}
-	st := &stage{db: db, dir: s.StateDir(db), stagedBytes: &s.staged}
-	if err := st.load(); err != nil {
+	st := s.newStage(db)
+	if err := st.loadLocked(); err != nil {
 		// One damaged staging must not stop the others: set it aside; the
 		// database is captured anew from the replica's position.
 		if err := s.setAsideDamaged(db, st.dir, err); err != nil {
 			return nil, err
 		}
-		st = &stage{db: db, dir: st.dir, stagedBytes: &s.staged}
+		st = s.newStage(db)
 	}
 	if err := nameDir(st.dir, db); err != nil {
 		return nil, fmt.Errorf("staging of %s: %w", db, err)
 	}
 	s.stages[db] = st
 	return st, nil
+}
+
+func (s *Shipper) newStage(db string) *stage {
+	st := &stage{db: db, dir: s.StateDir(db), stagedBytes: &s.staged, shared: s.opts.Shared}
+	st.sealLock.path = filepath.Join(st.dir, captureLockFile)
+	st.shipLock.path = filepath.Join(st.dir, shipLockFile)
+	st.compactLock.path = st.shipLock.path
+	return st
+}
+
+// Shared returns what coordinates the capture of a database with other
+// processes that stage into the same directory; nil unless Options.Shared.
+func (s *Shipper) Shared(db string) capture.Shared {
+	if !s.opts.Shared {
+		return nil
+	}
+	st, err := s.stage(db)
+	if err != nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.sharedCap == nil {
+		st.sharedCap = &sharedCapture{st: st, lock: fileLock{path: filepath.Join(st.dir, captureLockFile)}}
+	}
+	return st.sharedCap
 }
 
 // setAsideDamaged moves a staging directory that cannot be read out of the
@@ -327,6 +356,10 @@ func (s *Shipper) shipWithRetry(st *stage) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UploadTimeout)
 	err := s.ship(ctx, st)
 	cancel()
+	if errors.Is(err, errShipBusy) {
+		s.schedule(st, s.opts.SyncInterval) // the other process ships it, or this one next time
+		return
+	}
 	if err != nil {
 		if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
 			s.overLimit()
@@ -457,6 +490,19 @@ func (s *Shipper) ship(ctx context.Context, st *stage) error {
 	}
 	st.shipMu.Lock()
 	defer st.shipMu.Unlock()
+	if st.shared {
+		ok, err := st.shipLock.tryLock()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errShipBusy
+		}
+		defer st.shipLock.unlock()
+		if err := st.loadShipped(); err != nil { // another process may have shipped
+			return err
+		}
+	}
 	if err := st.seal(); err != nil {
 		return err
 	}
@@ -704,6 +750,14 @@ type stage struct {
 	queued      bool          // a shipment is scheduled
 	verified    bool          // compared with the replica in this run
 	resync      bool          // staged work was set aside: the capture must start again
+
+	// Options.Shared (see shared.go).
+	shared   bool
+	sealLock fileLock // capture.lock, for load and seal
+	shipLock fileLock // ship.lock, for shipping
+	// ship.lock again, on its own descriptor, for compaction
+	compactLock fileLock
+	sharedCap   *sharedCapture
 }
 
 type posJSON struct {
@@ -713,16 +767,19 @@ type posJSON struct {
 	Commit   uint32       `json:"commit"`
 }
 
-func (st *stage) load() error {
-	b, err := os.ReadFile(filepath.Join(st.dir, "shipped.json"))
-	if err == nil {
-		var p posJSON
-		if err := json.Unmarshal(b, &p); err != nil {
-			return fmt.Errorf("shipped.json: %w", err)
+// loadLocked is load, under the capture lock when the staging is shared.
+func (st *stage) loadLocked() error {
+	if st.shared {
+		if err := st.sealLock.lock(); err != nil {
+			return err
 		}
-		st.shipped = capture.Pos(p)
-		st.pos, st.known = st.shipped, true
-	} else if !errors.Is(err, fs.ErrNotExist) {
+		defer st.sealLock.unlock()
+	}
+	return st.load()
+}
+
+func (st *stage) load() error {
+	if err := st.loadShipped(); err != nil {
 		return err
 	}
 	batches, err := st.sealedBatches()
@@ -749,6 +806,28 @@ func (st *stage) load() error {
 		return err
 	} else if ok {
 		st.pos, st.known = p, true
+	}
+	return nil
+}
+
+// loadShipped reads shipped.json, the position of the last transaction
+// uploaded.
+func (st *stage) loadShipped() error {
+	b, err := os.ReadFile(filepath.Join(st.dir, "shipped.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var p posJSON
+	if err := json.Unmarshal(b, &p); err != nil {
+		return fmt.Errorf("shipped.json: %w", err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.shipped = capture.Pos(p)
+	if !st.known || st.pos.TXID < st.shipped.TXID {
+		st.pos, st.known = st.shipped, true
 	}
 	return nil
 }
@@ -812,7 +891,18 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	if st.resync {
 		return false, fmt.Errorf("%s: %w", st.db, capture.ErrResync)
 	}
-	if st.known && tx.TXID != st.pos.TXID+1 {
+	if st.shared {
+		// The caller holds the capture lock (capture.Shared).
+		if err := st.sharedPending(); err != nil {
+			return false, err
+		}
+	}
+	if st.known && (tx.TXID != st.pos.TXID+1 || st.shared && st.pos.TXID > 0 && tx.PreChecksum != st.pos.Checksum) {
+		if st.shared {
+			// This process's capture does not continue the chain staged by
+			// all of them (its staging was reset): it starts again.
+			return false, fmt.Errorf("transaction %d of %s does not follow staged position %d: %w", tx.TXID, st.db, st.pos.TXID, capture.ErrResync)
+		}
 		return false, fmt.Errorf("transaction %d of %s does not follow staged position %d", tx.TXID, st.db, st.pos.TXID)
 	}
 	if st.pending == nil {
@@ -860,6 +950,11 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	st.stagedBytes.Add(rec.Size())
 	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
 	st.known = true
+	if st.shared {
+		if err := st.sharedStaged(); err != nil {
+			return first, err
+		}
+	}
 	return first, nil
 }
 
@@ -878,8 +973,26 @@ func (st *stage) sync() error {
 
 // seal turns the pending log into a sealed batch named by its first TXID.
 func (st *stage) seal() error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
+	if st.shared {
+		if err := st.sealLock.lock(); err != nil {
+			return err
+		}
+		defer st.sealLock.unlock()
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if err := st.sharedPending(); err != nil {
+			return err
+		}
+		if st.size == 0 {
+			return nil
+		}
+		if err := st.writeStagedPos(stagedPos{pos: st.pos}); err != nil {
+			return err
+		}
+	} else {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+	}
 	path := filepath.Join(st.dir, "pending")
 	if st.pending == nil {
 		// Nothing appended in this run; a previous run may have left a log.

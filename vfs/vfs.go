@@ -117,7 +117,8 @@ func New(ctx context.Context, cfg Config) (*VFS, error) {
 		}
 		staging = filepath.Join(dir, ".walsync", "staging")
 	}
-	sh, err := shipper.New(shipper.Options{Dir: staging, Client: client, SyncInterval: cfg.SyncInterval, Logger: cfg.Logger})
+	sh, err := shipper.New(shipper.Options{Dir: staging, Client: client, SyncInterval: cfg.SyncInterval, Logger: cfg.Logger,
+		Shared: true}) // other processes may load the VFS on the same databases
 	if err != nil {
 		return nil, fmt.Errorf("walsync VFS: %w", err)
 	}

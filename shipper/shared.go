@@ -1,0 +1,227 @@
+package shipper
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/capture"
+	"golang.org/x/sys/unix"
+)
+
+// Shared staging (Options.Shared): several processes (the VFS loaded by
+// several processes) capture the same databases into one staging directory.
+// Per database:
+//
+//   - capture.lock serializes captures, appends to pending and its sealing
+//     across processes (and, through separate open file descriptions,
+//     between a process's capture and its own shipper);
+//   - staged.pos records the last staged position and where pending's last
+//     whole record ends, so each process continues the one chain and a
+//     record torn by a process that died is cut off;
+//   - ship.lock lets one process at a time upload, compact and apply
+//     retention; the others leave it to that one and try again later.
+//
+// A single process that owns its staging (the mount, which locks its data
+// directory) uses none of it.
+
+const (
+	captureLockFile = "capture.lock"
+	shipLockFile    = "ship.lock"
+	stagedPosFile   = "staged.pos"
+	stagedPosSize   = 8 + 8 + 4 + 4 + 8 + 8 + 4
+)
+
+// errShipBusy: another process is shipping the database.
+var errShipBusy = errors.New("another process is shipping this database")
+
+// fileLock is an flock(2) lock on its own open file description, so it
+// excludes other processes and the other fileLocks of this one.
+type fileLock struct {
+	path string
+	f    *os.File
+}
+
+func (l *fileLock) open() error {
+	if l.f != nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(l.path), dirMode); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	l.f = f
+	return nil
+}
+
+// lock blocks until the lock is held.
+func (l *fileLock) lock() error {
+	if err := l.open(); err != nil {
+		return err
+	}
+	for {
+		err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// tryLock takes the lock if it is free.
+func (l *fileLock) tryLock() (bool, error) {
+	if err := l.open(); err != nil {
+		return false, err
+	}
+	err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (l *fileLock) unlock() { _ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN) }
+
+func (l *fileLock) close() {
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// stagedPos is the content of staged.pos.
+type stagedPos struct {
+	pos capture.Pos
+	ino uint64 // pending's inode, 0 when there is no pending log
+	end int64  // end of pending's last whole record
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func (st *stage) readStagedPos() (stagedPos, bool, error) {
+	b, err := os.ReadFile(filepath.Join(st.dir, stagedPosFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return stagedPos{}, false, nil
+	} else if err != nil {
+		return stagedPos{}, false, err
+	}
+	if len(b) != stagedPosSize || crc32.Checksum(b[:stagedPosSize-4], castagnoli) != binary.BigEndian.Uint32(b[stagedPosSize-4:]) {
+		return stagedPos{}, false, nil // torn: the logs tell (load)
+	}
+	be := binary.BigEndian
+	return stagedPos{
+		pos: capture.Pos{TXID: ltx.TXID(be.Uint64(b)), Checksum: ltx.Checksum(be.Uint64(b[8:])), PageSize: be.Uint32(b[16:]), Commit: be.Uint32(b[20:])},
+		ino: be.Uint64(b[24:]),
+		end: int64(be.Uint64(b[32:])),
+	}, true, nil
+}
+
+func (st *stage) writeStagedPos(sp stagedPos) error {
+	var b [stagedPosSize]byte
+	be := binary.BigEndian
+	be.PutUint64(b[:], uint64(sp.pos.TXID))
+	be.PutUint64(b[8:], uint64(sp.pos.Checksum))
+	be.PutUint32(b[16:], sp.pos.PageSize)
+	be.PutUint32(b[20:], sp.pos.Commit)
+	be.PutUint64(b[24:], sp.ino)
+	be.PutUint64(b[32:], uint64(sp.end))
+	be.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+	f, err := os.OpenFile(filepath.Join(st.dir, stagedPosFile), os.O_WRONLY|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(b[:], 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
+
+// sharedPending makes st.pending the log now at the pending path, its
+// valid end st.size, and st.pos the last staged position of any process;
+// the capture lock is held.
+func (st *stage) sharedPending() error {
+	sp, ok, err := st.readStagedPos()
+	if err != nil {
+		return err
+	}
+	if ok {
+		st.pos, st.known = sp.pos, true
+	}
+	path := filepath.Join(st.dir, "pending")
+	if st.pending != nil {
+		fi, err := os.Stat(path)
+		cur, ferr := st.pending.Stat()
+		if err != nil || ferr != nil || inode(fi) != inode(cur) {
+			st.pending.Close() // sealed by another process
+			st.pending = nil
+		}
+	}
+	if st.pending == nil {
+		if err := os.MkdirAll(st.dir, dirMode); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
+		if err != nil {
+			return err
+		}
+		st.pending = f
+	}
+	fi, err := st.pending.Stat()
+	if err != nil {
+		return err
+	}
+	end := fi.Size()
+	switch {
+	case ok && sp.ino == inode(fi):
+		end = min(end, sp.end)
+	case end > 0:
+		if end, err = validEnd(st.pending); err != nil {
+			return err
+		}
+	}
+	if end < fi.Size() {
+		if err := st.pending.Truncate(end); err != nil { // a record torn by a process that died
+			return err
+		}
+	}
+	st.size = end
+	return nil
+}
+
+// sharedStaged records the position just staged and pending's end.
+func (st *stage) sharedStaged() error {
+	fi, err := st.pending.Stat()
+	if err != nil {
+		return err
+	}
+	return st.writeStagedPos(stagedPos{pos: st.pos, ino: inode(fi), end: st.size})
+}
+
+// sharedCapture is the capture.Shared of one database.
+type sharedCapture struct {
+	st   *stage
+	lock fileLock
+}
+
+func (c *sharedCapture) Lock() error { return c.lock.lock() }
+func (c *sharedCapture) Unlock()     { c.lock.unlock() }
+
+func (c *sharedCapture) Load() (capture.Pos, bool, error) {
+	sp, ok, err := c.st.readStagedPos()
+	return sp.pos, ok, err
+}
