@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/internal/s3test"
 	"github.com/walsync/walsync/storage"
 	"github.com/walsync/walsync/storage/file"
 )
@@ -218,5 +221,37 @@ c.close()
 				}
 			}
 		})
+	}
+}
+
+// TestExtensionReplicaCheck: loading the extension with a bucket that does
+// not exist fails the load with a message naming it (it used to succeed,
+// then block every close); a replica that does not answer only warns.
+func TestExtensionReplicaCheck(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "ext-bucket")
+	dir := t.TempDir()
+	load := func(replica string, env []string) (string, error) {
+		sh := exec.Command("sqlite3", ":memory:", ".load "+extPath(t), "SELECT 'loaded';")
+		sh.Env = append(append(os.Environ(), srv.Env()...), append(env, "WALSYNC_REPLICA="+replica, "WALSYNC_DIR="+dir)...)
+		out, err := sh.CombinedOutput()
+		return string(out), err
+	}
+	out, err := load("s3://no-such-bucket/x", nil)
+	if err == nil && strings.Contains(out, "loaded") || !strings.Contains(out, `"no-such-bucket"`) {
+		t.Fatalf("loading with a missing bucket: %v\n%s", err, out)
+	}
+	if out, err := load("s3://ext-bucket/x", nil); err != nil || !strings.Contains(out, "loaded") {
+		t.Fatalf("loading with a good bucket: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	out, err = load("s3://ext-bucket/x", []string{"AWS_ENDPOINT_URL_S3=http://" + addr})
+	if err != nil || !strings.Contains(out, "loaded") || !strings.Contains(out, "does not answer") {
+		t.Fatalf("loading while the replica does not answer: %v\n%s", err, out)
 	}
 }

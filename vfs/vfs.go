@@ -130,7 +130,9 @@ func (v *VFS) Register(name string) error {
 	return sqlite3vfs.RegisterVFS(name, v, sqlite3vfs.WithMaxPathName(4096))
 }
 
-// Close uploads what is staged (bounded by ctx) and stops the shipper.
+// Close uploads what is staged and stops the shipper. It is bounded by ctx,
+// or by 30 s when ctx has no deadline; its error says what stays staged (it
+// ships at the next start).
 func (v *VFS) Close(ctx context.Context) error { return v.shipper.Close(ctx) }
 
 // replicaName is the path of a database in the replica.
