@@ -31,7 +31,10 @@ import (
 	"github.com/walsync/walsync/storage/file"
 )
 
-var walsyncBin string
+var (
+	walsyncBin      string // built with -race under make test
+	walsyncPlainBin string // built without, for memory measurements
+)
 
 const python = "/usr/bin/python3" // Debian's: the one with the sqlite3 module we expect
 
@@ -45,11 +48,20 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	walsyncBin = filepath.Join(dir, "walsync")
+	walsyncPlainBin = walsyncBin
 	args := []string{"build", "-o", walsyncBin}
 	if os.Getenv("WALSYNC_TEST_RACE") != "" {
 		// The mount and the shipper run concurrently: run them under the
 		// race detector; a race makes walsync exit non-zero, failing stop().
 		args = append(args, "-race")
+		// Memory is measured without it (it multiplies memory use).
+		walsyncPlainBin = filepath.Join(dir, "walsync-plain")
+		build := exec.Command("go", "build", "-o", walsyncPlainBin, "../cmd/walsync")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build walsync:", err)
+			os.Exit(1)
+		}
 	}
 	build := exec.Command("go", append(args, "../cmd/walsync")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -87,6 +99,7 @@ type mount struct {
 	args []string
 	env  []string // extra environment, e.g. S3 credentials
 	url  string   // replica URL; default file://<rep>
+	bin  string   // walsync binary; default walsyncBin
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	done chan error
@@ -136,7 +149,11 @@ func (m *mount) replicaURL() string {
 func (m *mount) start() {
 	m.t.Helper()
 	args := append([]string{"mount", m.mnt, "--data", m.data, "--replica", m.replicaURL(), "--sync-interval", "100ms", "--log-level", "debug"}, m.args...)
-	m.cmd = exec.Command(walsyncBin, args...)
+	bin := walsyncBin
+	if m.bin != "" {
+		bin = m.bin
+	}
+	m.cmd = exec.Command(bin, args...)
 	m.cmd.Env = append(os.Environ(), m.env...)
 	m.log = &syncBuffer{}
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log

@@ -15,7 +15,7 @@
 package replicate
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -153,20 +153,26 @@ func (r *replica) resync(ctx context.Context, txid ltx.TXID) error {
 	if _, err := restore.Restore(ctx, r.c, "", tmp, restore.Options{TXID: txid, Mode: 0o600}); err != nil {
 		return err
 	}
-	data, err := os.ReadFile(tmp)
+	f, err := os.Open(tmp)
 	if err != nil {
 		return err
 	}
-	ps := pageSizeOf(data)
-	pages := map[uint32][]byte{}
-	for off := 0; off+int(ps) <= len(data); off += int(ps) {
-		pages[uint32(off/int(ps))+1] = data[off : off+int(ps)]
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
 	}
+	var page1 [100]byte
+	if _, err := f.ReadAt(page1[:], 0); err != nil {
+		return err
+	}
+	ps := pageSizeOf(page1[:])
 	hdr, trl, err := lastHeader(ctx, r.c, txid)
 	if err != nil {
 		return err
 	}
-	return r.commit(pages, ps, uint32(len(data)/int(ps)), position{TXID: txid, Checksum: trl.PostApplyChecksum, Timestamp: time.UnixMilli(hdr.Timestamp).UTC()}, true)
+	n := uint32(fi.Size() / int64(ps))
+	return r.commit(fileSet(f, ps, n), n, position{TXID: txid, Checksum: trl.PostApplyChecksum, Timestamp: time.UnixMilli(hdr.Timestamp).UTC()})
 }
 
 func lastHeader(ctx context.Context, c storage.Client, txid ltx.TXID) (ltx.Header, ltx.Trailer, error) {
@@ -197,11 +203,7 @@ func (r *replica) applyFile(ctx context.Context, fi *ltx.FileInfo) error {
 		return err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		return err
-	}
-	dec := ltx.NewDecoder(bytes.NewReader(data))
+	dec := storage.NewDecoder(bufio.NewReaderSize(rc, 256<<10))
 	if err := dec.DecodeHeader(); err != nil {
 		return err
 	}
@@ -213,21 +215,15 @@ func (r *replica) applyFile(ctx context.Context, fi *ltx.FileInfo) error {
 	if !hdr.NoChecksum() && r.pos.Checksum != 0 && hdr.PreApplyChecksum != r.pos.Checksum {
 		return fmt.Errorf("%s: pre-apply checksum %s does not follow %s", name, hdr.PreApplyChecksum, r.pos.Checksum)
 	}
-	pages := map[uint32][]byte{}
-	for {
-		buf := make([]byte, hdr.PageSize)
-		var ph ltx.PageHeader
-		if err := dec.DecodePage(&ph, buf); err == io.EOF {
-			break
-		} else if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		pages[ph.Pgno] = buf
+	pages, err := decodeSet(dec, filepath.Dir(r.path), name)
+	if err != nil {
+		return err
 	}
+	defer pages.close()
 	if err := dec.Close(); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	return r.commit(pages, hdr.PageSize, hdr.Commit, position{TXID: hdr.MaxTXID, Checksum: dec.Trailer().PostApplyChecksum, Timestamp: time.UnixMilli(hdr.Timestamp).UTC()}, hdr.IsSnapshot())
+	return r.commit(pages, hdr.Commit, position{TXID: hdr.MaxTXID, Checksum: dec.Trailer().PostApplyChecksum, Timestamp: time.UnixMilli(hdr.Timestamp).UTC()})
 }
 
 // sectorSize is the journal sector size walsync writes.
@@ -237,7 +233,8 @@ var journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
 
 // commit writes pages (and the database size) to the local file as one
 // SQLite transaction.
-func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos position, full bool) error {
+func (r *replica) commit(pages *pageSet, nPages uint32, pos position) error {
+	pageSize := pages.pageSize
 	f, err := os.OpenFile(r.path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
@@ -273,26 +270,24 @@ func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos p
 	if oldSize > 0 && oldPS != pageSize {
 		// A new page size (VACUUM at the source): the transaction must hold
 		// every page; the whole old file is journaled, as SQLite does.
-		if !complete(pages, nPages, pageSize) {
+		if !pages.complete(nPages) {
 			return fmt.Errorf("the page size changed (%d -> %d) in a transaction that does not hold every page", oldPS, pageSize)
 		}
 		for pgno := uint32(1); pgno <= oldPages; pgno++ {
 			pgnos = append(pgnos, pgno)
 		}
 	} else {
-		for pgno := range pages {
-			pgnos = append(pgnos, pgno)
-		}
+		pgnos = append(pgnos, pages.pgnos...)
 		for pgno := nPages + 1; pgno <= oldPages; pgno++ {
-			if _, ok := pages[pgno]; !ok {
+			if pages.index(pgno) < 0 {
 				pgnos = append(pgnos, pgno) // pages cut off
 			}
 		}
-		if _, ok := pages[1]; !ok && oldSize > 0 {
+		if pages.index(1) < 0 && oldSize > 0 {
 			pgnos = append(pgnos, 1) // page 1 always changes (change counter)
 		}
+		sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
 	}
-	sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
 	if oldSize > 0 {
 		if err := writeJournal(jpath, f, pgnos, oldPS, oldPages); err != nil {
 			return err
@@ -300,25 +295,31 @@ func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos p
 	}
 
 	// Page 1: the source's, kept in rollback mode, change counter bumped.
-	page1, ok := pages[1]
-	if !ok {
-		page1 = make([]byte, pageSize)
-		if _, err := f.ReadAt(page1, 0); err != nil {
+	page1 := make([]byte, pageSize)
+	if i := pages.index(1); i >= 0 {
+		if err := pages.read(i, page1); err != nil {
 			return err
 		}
+	} else if _, err := f.ReadAt(page1, 0); err != nil {
+		return err
 	}
-	page1 = bytes.Clone(page1)
 	counter := binary.BigEndian.Uint32(oldPage1[24:28]) + 1
 	page1[18], page1[19] = 1, 1
 	binary.BigEndian.PutUint32(page1[24:28], counter)
 	binary.BigEndian.PutUint32(page1[28:32], nPages)
 	binary.BigEndian.PutUint32(page1[92:96], counter)
-	pages[1] = page1
-	for pgno, data := range pages {
-		if pgno > nPages {
+	if _, err := f.WriteAt(page1, 0); err != nil {
+		return err
+	}
+	buf := make([]byte, pageSize)
+	for i, pgno := range pages.pgnos {
+		if pgno == 1 || pgno > nPages {
 			continue
 		}
-		if _, err := f.WriteAt(data, int64(pgno-1)*int64(pageSize)); err != nil {
+		if err := pages.read(i, buf); err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(buf, int64(pgno-1)*int64(pageSize)); err != nil {
 			return err
 		}
 	}
@@ -343,25 +344,27 @@ func (r *replica) commit(pages map[uint32][]byte, pageSize, nPages uint32, pos p
 	return nil
 }
 
-// complete reports whether pages holds every page of an nPages database
-// (the lock page aside).
-func complete(pages map[uint32][]byte, nPages, pageSize uint32) bool {
-	lock := ltx.LockPgno(pageSize)
-	for pgno := uint32(1); pgno <= nPages; pgno++ {
-		if _, ok := pages[pgno]; !ok && pgno != lock {
-			return false
-		}
-	}
-	return true
-}
-
 // writeJournal writes a hot rollback journal in SQLite's format holding the
 // original content of pgnos, and fsyncs it.
 func writeJournal(path string, db *os.File, pgnos []uint32, pageSize, oldPages uint32) error {
 	var init [4]byte
 	rand.Read(init[:])
 	cksumInit := binary.BigEndian.Uint32(init[:])
-	var buf bytes.Buffer
+	// The journal holds the database's pages: it gets the database's mode,
+	// as SQLite gives it.
+	fi, err := db.Stat()
+	if err != nil {
+		return err
+	}
+	j, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	if err := j.Chmod(fi.Mode().Perm()); err != nil {
+		return err
+	}
+	buf := bufio.NewWriterSize(j, 256<<10)
 	hdr := make([]byte, sectorSize)
 	copy(hdr, journalMagic)
 	n := 0
@@ -395,21 +398,7 @@ func writeJournal(path string, db *os.File, pgnos []uint32, pageSize, oldPages u
 		binary.BigEndian.PutUint32(b[:], sum)
 		buf.Write(b[:])
 	}
-	// The journal holds the database's pages: it gets the database's mode,
-	// as SQLite gives it.
-	fi, err := db.Stat()
-	if err != nil {
-		return err
-	}
-	j, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	defer j.Close()
-	if err := j.Chmod(fi.Mode().Perm()); err != nil {
-		return err
-	}
-	if _, err := j.Write(buf.Bytes()); err != nil {
+	if err := buf.Flush(); err != nil {
 		return err
 	}
 	if err := j.Sync(); err != nil {
@@ -453,34 +442,39 @@ func lockExclusive(fd int) error {
 }
 
 // rollback plays back a journal left by an interrupted update (the caller
-// holds the EXCLUSIVE lock), as SQLite would.
+// holds the EXCLUSIVE lock), as SQLite would, one record at a time.
 func rollback(jpath string, db *os.File) error {
-	data, err := os.ReadFile(jpath)
+	j, err := os.Open(jpath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	if len(data) >= sectorSize && bytes.Equal(data[:8], journalMagic) {
-		n := binary.BigEndian.Uint32(data[8:])
-		cksumInit := binary.BigEndian.Uint32(data[12:])
-		oldPages := binary.BigEndian.Uint32(data[16:])
-		pageSize := binary.BigEndian.Uint32(data[24:])
-		off := sectorSize
-		for i := uint32(0); i < n && off+8+int(pageSize) <= len(data); i++ {
-			pgno := binary.BigEndian.Uint32(data[off:])
-			page := data[off+4 : off+4+int(pageSize)]
+	defer j.Close()
+	r := bufio.NewReaderSize(j, 256<<10)
+	hdr := make([]byte, sectorSize)
+	if _, err := io.ReadFull(r, hdr); err == nil && string(hdr[:8]) == string(journalMagic) {
+		n := binary.BigEndian.Uint32(hdr[8:])
+		cksumInit := binary.BigEndian.Uint32(hdr[12:])
+		oldPages := binary.BigEndian.Uint32(hdr[16:])
+		pageSize := binary.BigEndian.Uint32(hdr[24:])
+		rec := make([]byte, 8+int(pageSize))
+		for i := uint32(0); i < n; i++ {
+			if _, err := io.ReadFull(r, rec); err != nil {
+				break // a short journal: the database was not written past it
+			}
+			pgno := binary.BigEndian.Uint32(rec)
+			page := rec[4 : 4+pageSize]
 			sum := cksumInit
 			for j := int(pageSize) - 200; j > 0; j -= 200 {
 				sum += uint32(page[j])
 			}
-			if sum != binary.BigEndian.Uint32(data[off+4+int(pageSize):]) {
+			if sum != binary.BigEndian.Uint32(rec[4+pageSize:]) {
 				break // torn record: the database was not written past it
 			}
 			if _, err := db.WriteAt(page, int64(pgno-1)*int64(pageSize)); err != nil {
 				return err
 			}
-			off += 8 + int(pageSize)
 		}
 		if err := db.Truncate(int64(oldPages) * int64(pageSize)); err != nil {
 			return err
@@ -489,5 +483,6 @@ func rollback(jpath string, db *os.File) error {
 			return err
 		}
 	}
+	j.Close()
 	return os.Remove(jpath)
 }

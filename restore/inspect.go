@@ -121,7 +121,7 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 				}
 				continue
 			}
-			dec := ltx.NewDecoder(bytes.NewReader(data))
+			dec := storage.NewDecoder(bytes.NewReader(data))
 			if err := dec.Verify(); err != nil {
 				problems = append(problems, Problem{name, err})
 				continue

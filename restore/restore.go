@@ -336,7 +336,7 @@ func (a *applier) applyRecord(ra io.ReaderAt, r storage.TxRecord, pos ltx.TXID) 
 // apply decodes one LTX file onto the output, checking that it continues
 // the chain at pos.
 func (a *applier) apply(r io.Reader, pos ltx.TXID) error {
-	dec := ltx.NewDecoder(r)
+	dec := storage.NewDecoder(r)
 	if err := dec.DecodeHeader(); err != nil {
 		return errors.Join(storage.ErrCorrupt, err)
 	}

@@ -264,6 +264,8 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 	if err != nil {
 		return err
 	}
+	storage.SetCompactorSpill(c, st.dir) // a big file's page index goes to disk
+	defer c.Cleanup()
 	if err := c.Compact(ctx); err != nil {
 		if strings.Contains(err.Error(), "mismatched page sizes") {
 			err = fmt.Errorf("%w: %v", errPageSizes, err)

@@ -120,6 +120,8 @@ func (s *Shipper) collapse(st *stage) error {
 	defer putBufWriter(bw)
 	c, err := ltx.NewCompactor(bw, rdrs)
 	if err == nil {
+		storage.SetCompactorSpill(c, st.dir)
+		defer c.Cleanup()
 		err = c.Compact(context.Background())
 	}
 	if err == nil {
@@ -194,7 +196,7 @@ func readLTXFile(path string) (ltx.Header, ltx.Trailer, error) {
 		return ltx.Header{}, ltx.Trailer{}, err
 	}
 	defer f.Close()
-	dec := ltx.NewDecoder(f)
+	dec := storage.NewDecoder(f)
 	if err := dec.Verify(); err != nil {
 		return ltx.Header{}, ltx.Trailer{}, err
 	}

@@ -655,23 +655,26 @@ func (s *Shipper) uploadL0(ctx context.Context, st *stage, f *os.File, recs []st
 // Close. A snapshot (of transactions that hold every page) starts at TXID 1.
 func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*tempFile, error) {
 	first, last := recs[0], recs[len(recs)-1]
-	latest := map[uint32]int64{} // pgno -> offset of its data
+	pages := 0
+	for _, r := range recs {
+		pages += int(r.PageCount)
+	}
+	latest, err := newPageIndex(st.dir, pages)
+	if err != nil {
+		return nil, err
+	}
+	defer latest.close()
 	for _, r := range recs {
 		for i := 0; i < int(r.PageCount); i++ {
 			pgno, off, err := r.PageOffset(f, i)
 			if err != nil {
 				return nil, err
 			}
-			latest[pgno] = off
+			if err := latest.set(pgno, off); err != nil {
+				return nil, err
+			}
 		}
 	}
-	pgnos := make([]uint32, 0, len(latest))
-	for pgno := range latest {
-		if pgno <= last.Commit {
-			pgnos = append(pgnos, pgno)
-		}
-	}
-	sort.Slice(pgnos, func(i, j int) bool { return pgnos[i] < pgnos[j] })
 
 	tmp, err := os.CreateTemp(st.dir, ".ltx-*")
 	if err != nil {
@@ -680,11 +683,12 @@ func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*
 	out := &tempFile{File: tmp}
 	bw := getBufWriter(tmp)
 	defer putBufWriter(bw)
-	enc, err := ltx.NewEncoder(bw)
+	enc, err := storage.NewEncoder(bw, st.dir) // a big file's page index goes to disk
 	if err != nil {
 		out.Close()
 		return nil, err
 	}
+	defer enc.Cleanup()
 	hdr := ltx.Header{
 		Version: ltx.Version, PageSize: first.PageSize, Commit: last.Commit,
 		MinTXID: first.TXID, MaxTXID: last.TXID, Timestamp: last.Timestamp, PreApplyChecksum: first.Pre,
@@ -694,13 +698,13 @@ func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*
 	}
 	err = enc.EncodeHeader(hdr)
 	buf := make([]byte, first.PageSize)
-	for _, pgno := range pgnos {
-		if err != nil {
-			break
-		}
-		if _, err = f.ReadAt(buf, latest[pgno]); err == nil {
-			err = enc.EncodePage(ltx.PageHeader{Pgno: pgno}, buf)
-		}
+	if err == nil {
+		err = latest.each(last.Commit, func(pgno uint32, off int64) error {
+			if _, err := f.ReadAt(buf, off); err != nil {
+				return err
+			}
+			return enc.EncodePage(ltx.PageHeader{Pgno: pgno}, buf)
+		})
 	}
 	if err == nil {
 		enc.SetPostApplyChecksum(last.Post)

@@ -181,6 +181,38 @@ func Latest(ctx context.Context, c Client, db string) (*ltx.FileInfo, error) {
 	return last, nil
 }
 
+// NewDecoder returns an LTX decoder that streams: it does not build the page
+// index of the file in memory (walsync never looks pages up), so decoding a
+// file costs the same memory whatever the database's size.
+func NewDecoder(r io.Reader) *ltx.Decoder {
+	dec := ltx.NewDecoder(r)
+	dec.SetRetainPageIndex(false)
+	return dec
+}
+
+// NewEncoder returns an LTX encoder whose page index goes to a temporary
+// file in dir past 16 Ki pages, so encoding a large database does not keep
+// an index entry per page in memory.
+func NewEncoder(w io.Writer, dir string) (*ltx.Encoder, error) {
+	enc, err := ltx.NewEncoder(w)
+	if err != nil {
+		return nil, err
+	}
+	enc.SetSpillDir(dir)
+	enc.SetSpillThreshold(spillThreshold)
+	return enc, nil
+}
+
+// spillThreshold is the number of page index entries an encoder keeps in
+// memory.
+const spillThreshold = 16 << 10
+
+// SetCompactorSpill makes a compactor's output index spill like NewEncoder's.
+func SetCompactorSpill(c *ltx.Compactor, dir string) {
+	c.SetSpillDir(dir)
+	c.SetSpillThreshold(spillThreshold)
+}
+
 // ReadHeader opens a file and decodes its header and trailer.
 func ReadHeader(ctx context.Context, c Client, db string, fi *ltx.FileInfo) (ltx.Header, ltx.Trailer, error) {
 	rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
@@ -188,7 +220,7 @@ func ReadHeader(ctx context.Context, c Client, db string, fi *ltx.FileInfo) (ltx
 		return ltx.Header{}, ltx.Trailer{}, err
 	}
 	defer rc.Close()
-	dec := ltx.NewDecoder(rc)
+	dec := NewDecoder(rc)
 	if err := dec.Verify(); err != nil {
 		return ltx.Header{}, ltx.Trailer{}, fmt.Errorf("%s: %w", c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 	}

@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/walsync/walsync/storage/file"
+)
+
+// maxRSS is the peak resident set size of a process that has exited.
+func maxRSS(t testing.TB, ps *os.ProcessState) int64 {
+	t.Helper()
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok {
+		t.Fatal("no rusage")
+	}
+	return ru.Maxrss << 10 // KiB on Linux
+}
+
+// TestLargeDatabaseMemory: a database of more than 1 GiB costs no more
+// memory than a small one. It is snapshotted at first sight, compacted into
+// level 1 and a new snapshot, restored, and resynced by replicate, each
+// process (built without the race detector) peaking under 64 MB.
+func TestLargeDatabaseMemory(t *testing.T) {
+	const limit = 64 << 20
+	dir := t.TempDir()
+	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(dir, "replica"),
+		bin: walsyncPlainBin, args: []string{"--compaction-levels", "2s", "--snapshot-interval", "4s", "--log-level", "info"}}
+	for _, d := range []string{m.mnt, m.data} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Made outside the mount: walsync sees it first when it is opened.
+	big := filepath.Join(m.data, "big.db")
+	shell(t, big, `PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA journal_mode=DELETE;
+CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+INSERT INTO t(b) SELECT randomblob(4000) FROM generate_series(1, 275000);`)
+	if fi, err := os.Stat(big); err != nil || fi.Size() < 1<<30 {
+		t.Fatalf("the database is not over 1 GiB: %v %v", fi, err)
+	}
+	m.start()
+	t.Cleanup(func() {
+		if m.cmd != nil {
+			m.stop()
+		}
+	})
+	for i := 0; i < 4; i++ {
+		shell(t, m.path("big.db"), fmt.Sprintf("INSERT INTO t(b) VALUES(randomblob(%d));", 100+i))
+		m.waitShipped()
+		time.Sleep(1500 * time.Millisecond)
+	}
+	// Level 1 and a snapshot after TXID 1 cover the whole database.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		l1, _ := file.New(filepath.Join(m.rep, "big.db")).LTXFiles(t.Context(), "", 1)
+		l9, _ := file.New(filepath.Join(m.rep, "big.db")).LTXFiles(t.Context(), "", 9)
+		if len(l1) > 0 && len(l9) > 0 && l9[len(l9)-1].MaxTXID > ltx.TXID(1) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no compaction and snapshot of the large database:\n%s", m.log)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	want := shell(t, m.path("big.db"), "SELECT count(*), sum(length(b)), max(id) FROM t;")
+	cmd := m.cmd
+	m.stop()
+	if rss := maxRSS(t, cmd.ProcessState); rss > limit {
+		t.Errorf("walsync mount peaked at %d MB with a 1 GiB database", rss>>20)
+	} else {
+		t.Logf("mount: peak RSS %d MB", rss>>20)
+	}
+
+	out := filepath.Join(t.TempDir(), "restored.db")
+	restore := exec.Command(walsyncPlainBin, "restore", "file://"+filepath.Join(m.rep, "big.db"), "-o", out)
+	if b, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v\n%s", err, b)
+	}
+	if rss := maxRSS(t, restore.ProcessState); rss > limit {
+		t.Errorf("walsync restore peaked at %d MB with a 1 GiB database", rss>>20)
+	} else {
+		t.Logf("restore: peak RSS %d MB", rss>>20)
+	}
+	if got := shell(t, out, "SELECT count(*), sum(length(b)), max(id) FROM t;"); got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+
+	local := filepath.Join(t.TempDir(), "replica.db")
+	rep := exec.Command(walsyncPlainBin, "replicate", "file://"+filepath.Join(m.rep, "big.db"), "--local", local, "--interval", "200ms")
+	var log syncBuffer
+	rep.Stdout, rep.Stderr = &log, &log
+	if err := rep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Minute)
+	for !strings.Contains(log.String(), "replica updated") {
+		if time.Now().After(deadline) {
+			_ = rep.Process.Kill()
+			t.Fatalf("replicate did not resync:\n%s", log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = rep.Process.Signal(syscall.SIGINT)
+	_ = rep.Wait()
+	if rss := maxRSS(t, rep.ProcessState); rss > limit {
+		t.Errorf("walsync replicate peaked at %d MB resyncing a 1 GiB database", rss>>20)
+	} else {
+		t.Logf("replicate: peak RSS %d MB", rss>>20)
+	}
+	if got := shell(t, local, "SELECT count(*), sum(length(b)), max(id) FROM t;"); got != want {
+		t.Fatalf("replica %q, want %q", got, want)
+	}
+}
