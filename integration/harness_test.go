@@ -286,6 +286,15 @@ func (m *mount) latestTXID(db string) ltx.TXID {
 	return fi.MaxTXID
 }
 
+// latestTXIDOrZero is latestTXID, 0 while the replica cannot be read.
+func (m *mount) latestTXIDOrZero(db string) ltx.TXID {
+	fi, err := storage.Latest(context.Background(), file.New(m.rep), db)
+	if err != nil || fi == nil {
+		return 0
+	}
+	return fi.MaxTXID
+}
+
 // restoreDB restores a database in-process (0: latest) and returns the path.
 func (m *mount) restoreDB(db string, txid ltx.TXID) string {
 	m.t.Helper()

@@ -26,8 +26,8 @@ func maxRSS(t testing.TB, ps *os.ProcessState) int64 {
 
 // TestLargeDatabaseMemory: a database of more than 1 GiB costs no more
 // memory than a small one. It is snapshotted at first sight, compacted into
-// level 1 and a new snapshot, restored, and resynced by replicate, each
-// process (built without the race detector) peaking under 64 MB.
+// level 1 and a new snapshot, restored, verified, and resynced by replicate,
+// each process (built without the race detector) peaking under 64 MB.
 func TestLargeDatabaseMemory(t *testing.T) {
 	const limit = 64 << 20
 	dir := t.TempDir()
@@ -91,6 +91,16 @@ INSERT INTO t(b) SELECT randomblob(4000) FROM generate_series(1, 275000);`)
 	}
 	if got := shell(t, out, "SELECT count(*), sum(length(b)), max(id) FROM t;"); got != want {
 		t.Fatalf("restored %q, want %q", got, want)
+	}
+
+	verify := exec.Command(walsyncPlainBin, "verify", "file://"+filepath.Join(m.rep, "big.db"))
+	if b, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("verify: %v\n%s", err, b)
+	}
+	if rss := maxRSS(t, verify.ProcessState); rss > limit {
+		t.Errorf("walsync verify peaked at %d MB with a 1 GiB database", rss>>20)
+	} else {
+		t.Logf("verify: peak RSS %d MB", rss>>20)
 	}
 
 	local := filepath.Join(t.TempDir(), "replica.db")

@@ -1,7 +1,8 @@
 package restore
 
 import (
-	"bytes"
+	"bufio"
+	"io"
 	"context"
 	"fmt"
 	"os"
@@ -85,6 +86,31 @@ type Problem struct {
 
 func (p Problem) String() string { return fmt.Sprintf("%s: %v", p.Object, p.Err) }
 
+// verifyTxLog checks a transaction log object, downloaded into a temporary
+// file in dir (its records are read at their offsets).
+func verifyTxLog(ctx context.Context, c storage.Client, db string, fi *ltx.FileInfo, dir string) error {
+	rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(dir, ".walsync-txlog-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, err := io.Copy(f, rc)
+	if err != nil {
+		return err
+	}
+	recs, _, err := storage.ReadTxLog(f, n, true)
+	if err == nil && (len(recs) == 0 || recs[0].TXID != fi.MinTXID || recs[len(recs)-1].TXID != fi.MaxTXID) {
+		err = fmt.Errorf("holds transactions that do not match its name")
+	}
+	return err
+}
+
 // Verify checks every object of a database (LTX file checksums, transaction
 // log records), the continuity of the level-0 chain (each file's pre-apply
 // checksum equals the post-apply checksum of the file before it), and
@@ -106,23 +132,22 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		}
 		for _, fi := range infos {
 			name := c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID)
-			data, err := readAll(ctx, c, db, fi)
-			if err != nil {
-				problems = append(problems, Problem{name, err})
-				continue
-			}
 			if level == storage.TxLogLevel {
-				recs, _, err := storage.ReadTxLog(bytes.NewReader(data), int64(len(data)), true)
-				if err == nil && (len(recs) == 0 || recs[0].TXID != fi.MinTXID || recs[len(recs)-1].TXID != fi.MaxTXID) {
-					err = fmt.Errorf("holds transactions that do not match its name")
-				}
-				if err != nil {
+				if err := verifyTxLog(ctx, c, db, fi, tmpDir); err != nil {
 					problems = append(problems, Problem{name, err})
 				}
 				continue
 			}
-			dec := storage.NewDecoder(bytes.NewReader(data))
-			if err := dec.Verify(); err != nil {
+			// Streamed: an object of any size costs the same memory.
+			rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
+			if err != nil {
+				problems = append(problems, Problem{name, err})
+				continue
+			}
+			dec := storage.NewDecoder(bufio.NewReaderSize(rc, 256<<10))
+			err = dec.Verify()
+			rc.Close()
+			if err != nil {
 				problems = append(problems, Problem{name, err})
 				continue
 			}
