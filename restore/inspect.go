@@ -2,9 +2,9 @@ package restore
 
 import (
 	"bufio"
-	"io"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
