@@ -103,7 +103,7 @@ func TestMountEnforcesModes(t *testing.T) {
 	if err := os.Mkdir(shared, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(shared, 0o1777); err != nil {
+	if err := syscall.Chmod(shared, 0o1777); err != nil { // sticky, as /tmp
 		t.Fatal(err)
 	}
 	before := readFile(t, filepath.Join(m.data, "secret.db"))
