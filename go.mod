@@ -2,20 +2,21 @@ module github.com/walsync/walsync
 
 go 1.26.8
 
+// Why each direct dependency is here:
 require (
-	github.com/aws/aws-sdk-go-v2 v1.39.6
-	github.com/aws/aws-sdk-go-v2/config v1.31.17
-	github.com/aws/aws-sdk-go-v2/credentials v1.18.21
-	github.com/aws/aws-sdk-go-v2/service/s3 v1.90.0
-	github.com/aws/smithy-go v1.23.2
-	github.com/hanwen/go-fuse/v2 v2.9.0
-	github.com/mattn/go-sqlite3 v1.14.32
-	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9
-	github.com/schollz/progressbar/v3 v3.18.0
-	github.com/spf13/cobra v1.10.1
-	github.com/superfly/ltx v0.5.3
-	golang.org/x/sys v0.49.0
-	golang.org/x/term v0.37.0
+	github.com/aws/aws-sdk-go-v2 v1.39.6 // S3 replicas: the standard credential chain, AWS_CA_BUNDLE, retries
+	github.com/aws/aws-sdk-go-v2/config v1.31.17 // S3: shared config and environment
+	github.com/aws/aws-sdk-go-v2/credentials v1.18.21 // S3 test server credentials
+	github.com/aws/aws-sdk-go-v2/service/s3 v1.90.0 // S3 API with SHA-256 upload checksums
+	github.com/aws/smithy-go v1.23.2 // S3 errors: tell a failing server from a definite answer
+	github.com/hanwen/go-fuse/v2 v2.9.0 // the mount
+	github.com/mattn/go-sqlite3 v1.14.32 // SQLite for the Go VFS, examples and tests
+	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9 // the VFS and the loadable extension
+	github.com/schollz/progressbar/v3 v3.18.0 // restore's progress bar on a terminal
+	github.com/spf13/cobra v1.10.1 // the command line
+	github.com/superfly/ltx v0.5.3 // LTX files, the format Litestream 0.5 reads
+	golang.org/x/sys v0.49.0 // flock, OFD locks, stat
+	golang.org/x/term v0.37.0 // is stderr a terminal (restore progress)
 )
 
 require (
