@@ -255,3 +255,47 @@ func TestExtensionReplicaCheck(t *testing.T) {
 		t.Fatalf("loading while the replica does not answer: %v\n%s", err, out)
 	}
 }
+
+// TestReplicaChangedOrEmptied: restarted with another --replica, or after
+// the replica was emptied, walsync starts the databases there from a
+// snapshot (logged) instead of uploading increments that cannot be
+// restored.
+func TestReplicaChangedOrEmptied(t *testing.T) {
+	m := newMount(t)
+	shell(t, m.path("a.db"), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+	m.waitShipped()
+	m.stop()
+
+	// Another replica.
+	m.url = "file://" + filepath.Join(t.TempDir(), "other")
+	m.start()
+	if !strings.Contains(m.log.String(), "the staging was for another replica") {
+		t.Fatalf("a replica change is not logged:\n%s", m.log)
+	}
+	shell(t, m.path("a.db"), "INSERT INTO t VALUES(2);")
+	m.waitShipped()
+	want := shell(t, m.path("a.db"), ".dump")
+	out := filepath.Join(t.TempDir(), "r.db")
+	restoreCLI(t, m.url+"/a.db", out)
+	if got := shell(t, out, ".dump"); got != want {
+		t.Fatalf("restore from the new replica:\n%s\nwant\n%s", got, want)
+	}
+
+	// The replica emptied while walsync was stopped.
+	m.stop()
+	if err := os.RemoveAll(strings.TrimPrefix(m.url, "file://")); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	shell(t, m.path("a.db"), "INSERT INTO t VALUES(3);")
+	m.waitShipped()
+	if !strings.Contains(m.log.String(), "staging disagrees with the replica") {
+		t.Fatalf("an emptied replica is not logged:\n%s", m.log)
+	}
+	want = shell(t, m.path("a.db"), ".dump")
+	out = filepath.Join(t.TempDir(), "r2.db")
+	restoreCLI(t, m.url+"/a.db", out)
+	if got := shell(t, out, ".dump"); got != want {
+		t.Fatalf("restore from the emptied replica:\n%s\nwant\n%s", got, want)
+	}
+}
