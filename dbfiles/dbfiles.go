@@ -145,7 +145,7 @@ func (d *Database) Core() *capture.DB {
 // the next operation captures again from the replica's position; d.mu is
 // held.
 func (d *Database) dropIfResync() {
-	if d.core != nil && d.resync.Swap(false) {
+	if d.core != nil && d.resync.Load() && d.resync.Swap(false) {
 		d.core = nil
 		d.retryAt = d.r.Now() // capture again at once
 	}

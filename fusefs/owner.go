@@ -25,7 +25,8 @@ func (w *FS) own(ctx context.Context, p string, mode uint32, undo func(string) e
 		_ = undo(p)
 		return st, fs.ToErrno(err)
 	}
-	if caller, ok := fuse.FromContext(ctx); ok && syscall.Geteuid() == 0 {
+	// A root caller's node is root's already (walsync runs as root).
+	if caller, ok := fuse.FromContext(ctx); ok && syscall.Geteuid() == 0 && (caller.Uid != 0 || caller.Gid != 0) {
 		gid := int(caller.Gid)
 		var parent syscall.Stat_t
 		if err := syscall.Stat(filepath.Dir(p), &parent); err != nil {

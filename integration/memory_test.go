@@ -30,6 +30,14 @@ func maxRSS(t testing.TB, ps *os.ProcessState) int64 {
 // each process (built without the race detector) peaking under 64 MB.
 func TestLargeDatabaseMemory(t *testing.T) {
 	const limit = 64 << 20
+	checkRSS := func(command string, ps *os.ProcessState) {
+		t.Helper()
+		if rss := maxRSS(t, ps); rss > limit {
+			t.Errorf("walsync %s peaked at %d MB with a 1 GiB database", command, rss>>20)
+		} else {
+			t.Logf("walsync %s: peak RSS %d MB", command, rss>>20)
+		}
+	}
 	dir := t.TempDir()
 	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(dir, "replica"),
 		bin: walsyncPlainBin, args: []string{"--compaction-levels", "2s", "--snapshot-interval", "4s", "--log-level", "info"}}
@@ -73,22 +81,14 @@ INSERT INTO t(b) SELECT randomblob(4000) FROM generate_series(1, 275000);`)
 	want := shell(t, m.path("big.db"), "SELECT count(*), sum(length(b)), max(id) FROM t;")
 	cmd := m.cmd
 	m.stop()
-	if rss := maxRSS(t, cmd.ProcessState); rss > limit {
-		t.Errorf("walsync mount peaked at %d MB with a 1 GiB database", rss>>20)
-	} else {
-		t.Logf("mount: peak RSS %d MB", rss>>20)
-	}
+	checkRSS("mount", cmd.ProcessState)
 
 	out := filepath.Join(t.TempDir(), "restored.db")
 	restore := exec.Command(walsyncPlainBin, "restore", "file://"+filepath.Join(m.rep, "big.db"), "-o", out)
 	if b, err := restore.CombinedOutput(); err != nil {
 		t.Fatalf("restore: %v\n%s", err, b)
 	}
-	if rss := maxRSS(t, restore.ProcessState); rss > limit {
-		t.Errorf("walsync restore peaked at %d MB with a 1 GiB database", rss>>20)
-	} else {
-		t.Logf("restore: peak RSS %d MB", rss>>20)
-	}
+	checkRSS("restore", restore.ProcessState)
 	if got := shell(t, out, "SELECT count(*), sum(length(b)), max(id) FROM t;"); got != want {
 		t.Fatalf("restored %q, want %q", got, want)
 	}
@@ -97,11 +97,7 @@ INSERT INTO t(b) SELECT randomblob(4000) FROM generate_series(1, 275000);`)
 	if b, err := verify.CombinedOutput(); err != nil {
 		t.Fatalf("verify: %v\n%s", err, b)
 	}
-	if rss := maxRSS(t, verify.ProcessState); rss > limit {
-		t.Errorf("walsync verify peaked at %d MB with a 1 GiB database", rss>>20)
-	} else {
-		t.Logf("verify: peak RSS %d MB", rss>>20)
-	}
+	checkRSS("verify", verify.ProcessState)
 
 	local := filepath.Join(t.TempDir(), "replica.db")
 	rep := exec.Command(walsyncPlainBin, "replicate", "file://"+filepath.Join(m.rep, "big.db"), "--local", local, "--interval", "200ms")
@@ -120,11 +116,7 @@ INSERT INTO t(b) SELECT randomblob(4000) FROM generate_series(1, 275000);`)
 	}
 	_ = rep.Process.Signal(syscall.SIGINT)
 	_ = rep.Wait()
-	if rss := maxRSS(t, rep.ProcessState); rss > limit {
-		t.Errorf("walsync replicate peaked at %d MB resyncing a 1 GiB database", rss>>20)
-	} else {
-		t.Logf("replicate: peak RSS %d MB", rss>>20)
-	}
+	checkRSS("replicate", rep.ProcessState)
 	if got := shell(t, local, "SELECT count(*), sum(length(b)), max(id) FROM t;"); got != want {
 		t.Fatalf("replica %q, want %q", got, want)
 	}
