@@ -351,15 +351,19 @@ func (d *DB) WriteDB(off, n int64, apply func() error) error {
 
 // TruncateDB performs apply (a truncation of the database file to size).
 // Under a live journal it is part of the transaction, with a WAL it is a
-// checkpoint's; otherwise the file is changed outside any transaction (a
-// file copied over the database) and captured with the writes that follow.
+// checkpoint's; otherwise, when it cuts into the database, the file is
+// changed outside any transaction (a file copied over the database) and
+// captured with the writes that follow.
 func (d *DB) TruncateDB(size int64, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := apply(); err != nil {
 		return err
 	}
-	if !d.journalLive && !d.wal.valid {
+	// SQLite also cuts a file back to the database's size outside a
+	// transaction (pages a rolled-back transaction grew): that changes
+	// nothing captured. Cutting into the database does.
+	if !d.journalLive && !d.wal.valid && size < int64(d.commit)*int64(d.pageSize) {
 		d.unjournaled = true
 		d.warnUnjournaled()
 	}

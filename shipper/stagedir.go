@@ -81,11 +81,12 @@ func (s *Shipper) setAside(dir string) (string, error) {
 // leaves the old content or the new one, never a torn file: a temporary file
 // fsynced, renamed over path, and the directory fsynced.
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	// A name of its own: another process may be writing the same file.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
