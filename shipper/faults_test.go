@@ -425,3 +425,53 @@ func TestStaleStagingNotShipped(t *testing.T) {
 		t.Fatal("the replica was changed by an old staging")
 	}
 }
+
+// TestFullStagingDrains: staging on a filesystem with no byte left (filled
+// during an outage, then restarted) still uploads, and so frees itself:
+// building an upload must not need space in staging.
+func TestFullStagingDrains(t *testing.T) {
+	stageDir := smallFS(t, 256<<10)
+	root := t.TempDir()
+	client := &countingClient{Client: file.New(root)}
+	client.fail.Store(true)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemDB(16)
+	core := openCore(t, s, "x.db", m)
+	var want []byte
+	for v := byte(1); ; v++ {
+		off := int64(1+int(v)%15)*pageSize + 100
+		if err := core.WriteDB(off, 1, func() error { m.data[off] = v; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := core.Closed(); err != nil {
+			m.data[off] = 0 // the commit failed: the application rolls it back
+			break
+		}
+		want = m.bytes()
+		if v == 255 {
+			t.Fatal("staging never filled")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_ = s.Close(ctx)
+	fill(t, stageDir) // not one byte left
+
+	client.fail.Store(false)
+	s2, err := shipper.New(shipper.Options{Dir: stageDir, Client: client, SyncInterval: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s2.Close(ctx); err != nil {
+		t.Fatalf("a full staging did not drain: %v", err)
+	}
+	if got := restoreBytes(t, root, "x.db", 0); !bytes.Equal(got, want) {
+		t.Fatal("restore after draining a full staging differs")
+	}
+}

@@ -56,14 +56,11 @@ func (s *Shipper) collapse(st *stage) error {
 	st.mu.Unlock()
 
 	// Each input as an LTX file: staged merges as they are, logs converted.
-	var inputs []*os.File
-	var temps []*tempFile
+	var inputs []io.Reader
+	var closers []io.Closer
 	defer func() {
-		for _, f := range inputs {
-			f.Close()
-		}
-		for _, t := range temps {
-			t.Close()
+		for _, c := range closers {
+			c.Close()
 		}
 	}()
 	for _, path := range batches {
@@ -72,7 +69,7 @@ func (s *Shipper) collapse(st *stage) error {
 			return err
 		}
 		if strings.HasSuffix(path, mergedSuffix) {
-			inputs = append(inputs, f)
+			inputs, closers = append(inputs, f), append(closers, f)
 			continue
 		}
 		fi, err := f.Stat()
@@ -99,19 +96,16 @@ func (s *Shipper) collapse(st *stage) error {
 		if err != nil {
 			return err
 		}
-		temps = append(temps, t)
+		closers = append(closers, t)
 		if _, err := t.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
-		inputs = append(inputs, t.File)
+		inputs = append(inputs, t)
 	}
 	if len(inputs) == 0 {
 		return nil
 	}
-	rdrs := make([]io.Reader, len(inputs))
-	for i, f := range inputs {
-		rdrs[i] = f
-	}
+	rdrs := inputs
 	tmp, err := os.CreateTemp(st.dir, ".merge-*")
 	if err != nil {
 		return err

@@ -175,6 +175,9 @@ func (st *stage) sharedPending() error {
 		if err := os.MkdirAll(st.dir, dirMode); err != nil {
 			return err
 		}
+		if err := st.reserveShipped(); err != nil {
+			return err
+		}
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
 		if err != nil {
 			return err

@@ -23,6 +23,7 @@
 package shipper
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -38,6 +39,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -653,13 +655,36 @@ func (s *Shipper) uploadL0(ctx context.Context, st *stage, f *os.File, recs []st
 // buildLTX encodes consecutive staged transactions as one LTX file holding
 // the last version of every page, in a temporary file that is removed on
 // Close. A snapshot (of transactions that hold every page) starts at TXID 1.
-func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*tempFile, error) {
+//
+// When staging's filesystem is full, a batch of up to maxInMemoryBuild
+// staged bytes is built in memory instead: uploading is what frees staging,
+// so it must not need space there.
+func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (uploadFile, error) {
+	first, last := recs[0], recs[len(recs)-1]
+	out, err := st.encodeLTX(f, recs, snapshot, true)
+	if errors.Is(err, syscall.ENOSPC) && last.End()-first.Offset <= maxInMemoryBuild {
+		out, err = st.encodeLTX(f, recs, snapshot, false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build LTX %s of %s: %w", ltx.FormatFilename(first.TXID, last.TXID), st.db, err)
+	}
+	return out, nil
+}
+
+// maxInMemoryBuild bounds a batch built in memory when staging is full.
+const maxInMemoryBuild = 64 << 20
+
+func (st *stage) encodeLTX(f *os.File, recs []storage.TxRecord, snapshot, onDisk bool) (uploadFile, error) {
 	first, last := recs[0], recs[len(recs)-1]
 	pages := 0
 	for _, r := range recs {
 		pages += int(r.PageCount)
 	}
-	latest, err := newPageIndex(st.dir, pages)
+	indexPages, spillDir := pages, st.dir
+	if !onDisk {
+		indexPages, spillDir = 0, ""
+	}
+	latest, err := newPageIndex(st.dir, indexPages)
 	if err != nil {
 		return nil, err
 	}
@@ -676,14 +701,21 @@ func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*
 		}
 	}
 
-	tmp, err := os.CreateTemp(st.dir, ".ltx-*")
-	if err != nil {
-		return nil, err
+	var out uploadFile
+	var w io.Writer
+	if onDisk {
+		tmp, err := os.CreateTemp(st.dir, ".ltx-*")
+		if err != nil {
+			return nil, err
+		}
+		out, w = &tempFile{File: tmp}, tmp
+	} else {
+		b := &memFile{}
+		out, w = b, &b.buf
 	}
-	out := &tempFile{File: tmp}
-	bw := getBufWriter(tmp)
+	bw := getBufWriter(w)
 	defer putBufWriter(bw)
-	enc, err := storage.NewEncoder(bw, st.dir) // a big file's page index goes to disk
+	enc, err := storage.NewEncoder(bw, spillDir) // a big file's page index goes to disk
 	if err != nil {
 		out.Close()
 		return nil, err
@@ -715,9 +747,15 @@ func (st *stage) buildLTX(f *os.File, recs []storage.TxRecord, snapshot bool) (*
 	}
 	if err != nil {
 		out.Close()
-		return nil, fmt.Errorf("build LTX %s of %s: %w", ltx.FormatFilename(first.TXID, last.TXID), st.db, err)
+		return nil, err
 	}
 	return out, nil
+}
+
+// uploadFile is a built LTX file, read for its upload and released by Close.
+type uploadFile interface {
+	io.ReadSeeker
+	io.Closer
 }
 
 // tempFile is removed when closed.
@@ -727,6 +765,23 @@ func (t *tempFile) Close() error {
 	t.File.Close()
 	return os.Remove(t.Name())
 }
+
+// memFile is a file built in memory.
+type memFile struct {
+	buf bytes.Buffer
+	r   *bytes.Reader
+}
+
+func (m *memFile) reader() *bytes.Reader {
+	if m.r == nil {
+		m.r = bytes.NewReader(m.buf.Bytes())
+	}
+	return m.r
+}
+
+func (m *memFile) Read(p []byte) (int, error)                { return m.reader().Read(p) }
+func (m *memFile) Seek(off int64, whence int) (int64, error) { return m.reader().Seek(off, whence) }
+func (m *memFile) Close() error                              { return nil }
 
 // stage is the on-disk staging of one database.
 type stage struct {
@@ -827,6 +882,9 @@ func (st *stage) loadShipped() error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return fmt.Errorf("shipped.json: %w", err)
 	}
+	if p.TXID == 0 {
+		return nil // written ahead (see append): nothing uploaded yet
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.shipped = capture.Pos(p)
@@ -861,6 +919,21 @@ func lastPos(path string, repair bool) (capture.Pos, bool, error) {
 	}
 	r := recs[len(recs)-1]
 	return capture.Pos{TXID: r.TXID, Checksum: r.Post, PageSize: r.PageSize, Commit: r.Commit}, true, nil
+}
+
+// reserveShipped writes shipped.json ahead of the first upload, while
+// staging has space: its later updates can then overwrite it in place when
+// the filesystem is full (see overwrite). st.mu is held.
+func (st *stage) reserveShipped() error {
+	p := filepath.Join(st.dir, "shipped.json")
+	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	b, err := json.Marshal(posJSON(st.shipped))
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(p, b)
 }
 
 // validEnd returns the end of a log's last whole record, cutting off
@@ -911,6 +984,9 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	}
 	if st.pending == nil {
 		if err := os.MkdirAll(st.dir, dirMode); err != nil {
+			return false, err
+		}
+		if err := st.reserveShipped(); err != nil {
 			return false, err
 		}
 		f, err := os.OpenFile(filepath.Join(st.dir, "pending"), os.O_RDWR|os.O_CREATE, fileMode)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -99,9 +100,32 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
+		if errors.Is(err, syscall.ENOSPC) && overwrite(path, data) == nil {
+			return nil
+		}
 		return err
 	}
 	return syncDir(filepath.Dir(path))
+}
+
+// overwrite writes a small file's new content over its old one, in the
+// blocks it has: on a full filesystem, where no temporary file can be
+// written, this is how the position of what was uploaded is still recorded
+// (and the uploaded batch then removed, freeing space). A write of a few
+// hundred bytes at offset 0 does not tear in practice.
+func overwrite(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, 0); err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(len(data))); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 func syncDir(dir string) error {
