@@ -5,7 +5,7 @@ DEMO     ?= /tmp/walsync
 # Packages whose code runs concurrently: tested with the race detector.
 RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./replicate/... ./fusefs/... ./dbfiles/... ./vfs/...
 
-.PHONY: build ext run demo test lint unit integration bench fuzz clean
+.PHONY: build ext run demo test lint unit integration torture bench fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/walsync
@@ -37,6 +37,13 @@ unit:
 
 integration: ext
 	WALSYNC_TEST_RACE=1 $(GO) test -count=1 -timeout 20m ./integration/...
+
+# Issue 11's torture suite: walsync killed with SIGKILL at random moments
+# under write load, the S3 replica failing, staging full. `make test` runs a
+# short version; WALSYNC_TORTURE_CYCLES=N (default 100) sets the kill cycles,
+# WALSYNC_TORTURE_SEED replays a run's random choices.
+torture: build
+	WALSYNC_TORTURE_CYCLES=$${WALSYNC_TORTURE_CYCLES:-100} $(GO) test -count=1 -timeout 60m -run '^TestTorture$$' -v ./integration/
 
 bench: build
 	$(GO) run ./bench --walsync $(BIN) --out bench.json

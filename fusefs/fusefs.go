@@ -392,14 +392,19 @@ func (w *FS) errno(d *dbfiles.Database, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	var en syscall.Errno
-	if errors.As(err, &en) {
-		return en
+	if en, ok := err.(syscall.Errno); ok {
+		return en // the file operation's own error
 	}
 	name := ""
 	if d != nil {
 		name = d.Name
 	}
+	// A capture or staging failure (a full staging filesystem, an I/O
+	// error): SQLite sees the operation fail, the operator sees why.
 	w.log.Error("capture failed; the operation is refused so SQLite reports it", "db", name, "err", err)
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en
+	}
 	return syscall.EIO
 }
