@@ -104,14 +104,19 @@ type Config struct {
 // Shared coordinates several processes that capture one database, each
 // with its own DB. Every capture happens under Lock, after the DB has
 // adopted the position Load returns: the last transaction staged by any
-// process (whose page checksums are in the shared Sums). The Sink runs under
-// the lock, so the transactions of all processes form one chain.
+// process, whose page checksums are in the shared Sums. The Sink and Staged
+// run under the lock, so the transactions of all processes form one chain.
 type Shared interface {
 	Lock() error
 	Unlock()
 	// Load returns the last staged position; ok is false when none is
-	// recorded yet.
-	Load() (pos Pos, ok bool, err error)
+	// recorded yet. resync: the next capture must ship the whole database
+	// (the staging was reset, or the page checksums of the last
+	// transaction were not stored).
+	Load() (pos Pos, resync, ok bool, err error)
+	// Staged records that the transaction at pos is staged and whether its
+	// page checksums are stored.
+	Staged(pos Pos, sumsStored bool) error
 }
 
 // ErrNotDatabase is returned when the main file is not a SQLite database.
@@ -200,9 +205,16 @@ func (d *DB) locked(capture func() error) error {
 		return fmt.Errorf("lock the capture of %s: %w", d.cfg.Name, err)
 	}
 	defer sh.Unlock()
-	p, ok, err := sh.Load()
+	p, resync, ok, err := sh.Load()
 	if err != nil {
 		return fmt.Errorf("read the staged position of %s: %w", d.cfg.Name, err)
+	}
+	if ok && resync {
+		// The shared state cannot be trusted: ship the database whole
+		// from the files (this capture's changes included).
+		d.pos, d.needFull = p, true
+		d.dirty, d.unjournaled = map[uint32]struct{}{}, false
+		return d.establish()
 	}
 	if ok && p != d.pos {
 		// Another process captured since: its page checksums are in the
@@ -949,7 +961,8 @@ func (d *DB) emit(changes []change, commit uint32) error {
 	d.needFull = false
 	prevCommit := d.commit
 	d.commit, d.xor = commit, xor
-	if err := d.storeSums(changes, prevCommit); err != nil {
+	err := d.storeSums(changes, prevCommit)
+	if err != nil {
 		// The transaction is staged, so it commits; the checksums are
 		// rebuilt from the files before the next capture.
 		d.known = false
@@ -957,7 +970,13 @@ func (d *DB) emit(changes []change, commit uint32) error {
 			d.cfg.Warn(fmt.Sprintf("database %s: transaction %d is staged but its page checksums could not be stored (%v); "+
 				"they are rebuilt from the database at its next write", d.cfg.Name, tx.TXID, err))
 		}
-		return nil
+	}
+	if sh := d.cfg.Shared; sh != nil {
+		// Other processes follow this position, and rebuild the checksums
+		// first if they are not stored.
+		if serr := sh.Staged(d.pos, err == nil); serr != nil && d.cfg.Warn != nil {
+			d.cfg.Warn(fmt.Sprintf("database %s: record the staged position of transaction %d: %v", d.cfg.Name, tx.TXID, serr))
+		}
 	}
 	return nil
 }

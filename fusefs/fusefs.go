@@ -168,7 +168,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err := syscall.Mkdir(p, mode); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	st, errno := n.w.own(ctx, p, mode, syscall.Rmdir)
+	st, errno := n.w.own(ctx, p, -1, mode, syscall.Rmdir)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -185,7 +185,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	if err := syscall.Mknod(p, mode, int(rdev)); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	st, errno := n.w.own(ctx, p, mode, syscall.Unlink)
+	st, errno := n.w.own(ctx, p, -1, mode, syscall.Unlink)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -202,7 +202,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err := syscall.Symlink(target, p); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	st, errno := n.w.own(ctx, p, 0, syscall.Unlink)
+	st, errno := n.w.own(ctx, p, -1, 0, syscall.Unlink)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -241,7 +241,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
 		// Created by someone else since the kernel's lookup (behind the
 		// mount's back): open it as it is, if its modes let the caller.
-		fd, err = syscall.Open(p, int(flags&^(syscall.O_APPEND|syscall.O_CREAT|syscall.O_TRUNC)), 0)
+		fd, err = syscall.Open(p, int(flags&^(syscall.O_APPEND|syscall.O_CREAT|syscall.O_TRUNC))|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 		created, trunc = false, flags&syscall.O_TRUNC != 0
 		var st syscall.Stat_t
 		if err == nil && (syscall.Fstat(fd, &st) != nil || !permits(ctx, &st, flags)) {
@@ -255,7 +255,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	var st syscall.Stat_t
 	if created {
 		var errno syscall.Errno
-		if st, errno = n.w.own(ctx, p, mode, syscall.Unlink); errno != 0 {
+		if st, errno = n.w.own(ctx, p, fd, mode, syscall.Unlink); errno != 0 {
 			syscall.Close(fd)
 			return nil, nil, 0, errno
 		}

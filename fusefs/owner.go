@@ -17,9 +17,10 @@ import (
 // own gives the node just created at p to the caller of ctx and sets its
 // permission bits to mode (already masked by the caller's umask: walsync's
 // own umask must not change it). A directory with the set-group-ID bit
-// gives its group to what is created in it, as Linux does. On failure the
-// node is removed with undo and an error is returned.
-func (w *FS) own(ctx context.Context, p string, mode uint32, undo func(string) error) (syscall.Stat_t, syscall.Errno) {
+// gives its group to what is created in it, as Linux does. fd, when not
+// -1, is the node open: it is changed through it, not by path. On failure
+// the node is removed with undo and an error is returned.
+func (w *FS) own(ctx context.Context, p string, fd int, mode uint32, undo func(string) error) (syscall.Stat_t, syscall.Errno) {
 	var st syscall.Stat_t
 	fail := func(err error) (syscall.Stat_t, syscall.Errno) {
 		_ = undo(p)
@@ -35,11 +36,19 @@ func (w *FS) own(ctx context.Context, p string, mode uint32, undo func(string) e
 		if parent.Mode&syscall.S_ISGID != 0 {
 			gid = -1 // inherited from the directory at creation
 		}
-		if err := syscall.Lchown(p, int(caller.Uid), gid); err != nil {
+		chown := func() error { return syscall.Lchown(p, int(caller.Uid), gid) }
+		if fd >= 0 {
+			chown = func() error { return syscall.Fchown(fd, int(caller.Uid), gid) }
+		}
+		if err := chown(); err != nil {
 			return fail(err)
 		}
 	}
-	if err := syscall.Lstat(p, &st); err != nil {
+	stat := func() error { return syscall.Lstat(p, &st) }
+	if fd >= 0 {
+		stat = func() error { return syscall.Fstat(fd, &st) }
+	}
+	if err := stat(); err != nil {
 		return fail(err)
 	}
 	if st.Mode&syscall.S_IFMT == syscall.S_IFLNK {
@@ -52,7 +61,11 @@ func (w *FS) own(ctx context.Context, p string, mode uint32, undo func(string) e
 		perm |= st.Mode & syscall.S_ISGID
 	}
 	if st.Mode&0o7777 != perm {
-		if err := syscall.Chmod(p, perm); err != nil {
+		chmod := func() error { return syscall.Chmod(p, perm) }
+		if fd >= 0 {
+			chmod = func() error { return syscall.Fchmod(fd, perm) }
+		}
+		if err := chmod(); err != nil {
 			return fail(err)
 		}
 		st.Mode = st.Mode&syscall.S_IFMT | perm

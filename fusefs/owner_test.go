@@ -53,9 +53,19 @@ func TestOwn(t *testing.T) {
 	if err := os.WriteFile(f, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, errno := w.own(caller(1234, 5678), f, 0o664, syscall.Unlink)
+	st, errno := w.own(caller(1234, 5678), f, -1, 0o664, syscall.Unlink)
 	if errno != 0 || st.Uid != 1234 || st.Gid != 5678 || st.Mode&0o7777 != 0o664 {
 		t.Fatalf("file: %v uid %d gid %d mode %o", errno, st.Uid, st.Gid, st.Mode&0o7777)
+	}
+	// Through the descriptor of the file just created.
+	g, err := os.OpenFile(filepath.Join(dir, "byfd"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	st, errno = w.own(caller(1234, 5678), g.Name(), int(g.Fd()), 0o640, syscall.Unlink)
+	if errno != 0 || st.Uid != 1234 || st.Gid != 5678 || st.Mode&0o7777 != 0o640 {
+		t.Fatalf("by descriptor: %v uid %d gid %d mode %o", errno, st.Uid, st.Gid, st.Mode&0o7777)
 	}
 	sgid := filepath.Join(dir, "shared")
 	if err := os.Mkdir(sgid, 0o755); err != nil {
@@ -71,7 +81,7 @@ func TestOwn(t *testing.T) {
 	if err := syscall.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	st, errno = w.own(caller(1234, 5678), sub, 0o750, syscall.Rmdir)
+	st, errno = w.own(caller(1234, 5678), sub, -1, 0o750, syscall.Rmdir)
 	if errno != 0 || st.Uid != 1234 || st.Gid != 4242 || st.Mode&0o7777 != 0o2750 {
 		t.Fatalf("directory in a set-group-ID directory: %v uid %d gid %d mode %o", errno, st.Uid, st.Gid, st.Mode&0o7777)
 	}
@@ -79,7 +89,7 @@ func TestOwn(t *testing.T) {
 	if err := os.Symlink("file", link); err != nil {
 		t.Fatal(err)
 	}
-	if st, errno = w.own(caller(1234, 5678), link, 0, syscall.Unlink); errno != 0 || st.Uid != 1234 {
+	if st, errno = w.own(caller(1234, 5678), link, -1, 0, syscall.Unlink); errno != 0 || st.Uid != 1234 {
 		t.Fatalf("symlink: %v uid %d", errno, st.Uid)
 	}
 	if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o664 {

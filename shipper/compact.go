@@ -144,7 +144,7 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 	if st.nothingToMerge(level) || st.upToDate(level) {
 		return nil
 	}
-	ctx := context.Background()
+	ctx := s.ctx
 	dst, err := s.opts.Client.LTXFiles(ctx, st.db, level)
 	if err != nil {
 		st.forget(level)
@@ -215,7 +215,7 @@ func (s *Shipper) snapshot(st *stage) error {
 	if st.upToDate(storage.SnapshotLevel) {
 		return nil
 	}
-	ctx := context.Background()
+	ctx := s.ctx
 	all, err := storage.AllLTXFiles(ctx, s.opts.Client, st.db)
 	if err != nil {
 		st.forget(storage.SnapshotLevel)
@@ -288,7 +288,7 @@ func (s *Shipper) enforceRetention(st *stage) error {
 	if s.opts.Retention <= 0 {
 		return nil
 	}
-	ctx := context.Background()
+	ctx := s.ctx
 	cutoff := time.Now().Add(-s.opts.Retention)
 	snaps, err := s.opts.Client.LTXFiles(ctx, st.db, storage.SnapshotLevel)
 	if err != nil {

@@ -116,7 +116,7 @@ func (s *Shipper) collapse(st *stage) error {
 	if err == nil {
 		storage.SetCompactorSpill(c, st.dir)
 		defer c.Cleanup()
-		err = c.Compact(context.Background())
+		err = c.Compact(s.ctx)
 	}
 	if err == nil {
 		err = bw.Flush()

@@ -59,47 +59,39 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 	if err != nil {
 		return nil, fmt.Errorf("read the replica position of %s from %s: %w", st.db, s.opts.Client.URL(), err)
 	}
-	var remote ltx.TXID
-	if fi != nil {
-		remote = fi.MaxTXID
-	}
-	st.shipMu.Lock()
-	defer st.shipMu.Unlock()
-	if st.shared {
-		// Other processes may have staged and shipped since this one
-		// loaded the staging: compare what is on disk now.
-		if err := st.sealLock.lock(); err != nil {
-			return nil, err
-		}
-		defer st.sealLock.unlock()
-		if err := st.loadShipped(); err != nil {
-			return nil, err
-		}
-		sp, ok, err := st.readStagedPos()
-		if err != nil {
-			return nil, err
-		}
-		st.mu.Lock()
-		if ok && (!st.known || sp.pos.TXID > st.pos.TXID) {
-			st.pos, st.known = sp.pos, true
-		}
-		st.mu.Unlock()
-	}
 	st.mu.Lock()
-	shipped, pos, known, verified := st.shipped.TXID, st.pos.TXID, st.known, st.verified
-	st.verified = true
+	verified := st.verified
 	st.mu.Unlock()
-	if verified || !known {
+	if verified {
 		return fi, nil
 	}
-	var why string
-	switch {
-	case remote > pos:
-		why = fmt.Sprintf("the replica holds TXID %d, newer than anything staged here (up to %d): this staging is older than the replica's history", remote, pos)
-	case remote < shipped:
-		why = fmt.Sprintf("the replica holds TXID %d but %d was uploaded from here: the replica lost files (emptied, or another location)", remote, shipped)
-	default:
-		return fi, nil
+	if err := st.lockShip(ctx); err != nil {
+		return nil, err
+	}
+	defer st.shipMu.Unlock()
+	why, err := st.disagreement(fi)
+	if err != nil || why == "" {
+		if err == nil {
+			st.markVerified()
+		}
+		return fi, err
+	}
+	if st.shared {
+		// Another process may have shipped between the listing and now:
+		// decide again with every process's uploads stopped.
+		if err := st.shipLock.lock(); err != nil {
+			return nil, err
+		}
+		defer st.shipLock.unlock()
+		if fi, err = storage.Latest(ctx, s.opts.Client, st.db); err != nil {
+			return nil, err
+		}
+		if why, err = st.disagreement(fi); err != nil || why == "" {
+			if err == nil {
+				st.markVerified()
+			}
+			return fi, err
+		}
 	}
 	var remotePos capture.Pos
 	if fi != nil {
@@ -109,13 +101,67 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 		}
 		remotePos = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}
 	}
+	if st.shared {
+		if err := st.sealLock.lock(); err != nil {
+			return nil, err
+		}
+		defer st.sealLock.unlock()
+	}
 	aside, err := st.reset(remotePos)
 	if err != nil {
 		return nil, fmt.Errorf("staging of %s disagrees with the replica (%s) and cannot be set aside: %w", st.db, why, err)
 	}
+	st.markVerified()
 	s.log.Warn("staging disagrees with the replica: staged work set aside, the database is resynced from the replica's position",
 		"db", st.db, "replica", s.opts.Client.URL(), "reason", why, "set_aside", aside)
 	return fi, nil
+}
+
+func (st *stage) markVerified() {
+	st.mu.Lock()
+	st.verified = true
+	st.mu.Unlock()
+}
+
+// disagreement says why the staging cannot continue the replica whose
+// latest file is fi ("" when it can). With shared staging it first reads
+// what every process staged and shipped.
+func (st *stage) disagreement(fi *ltx.FileInfo) (string, error) {
+	var remote ltx.TXID
+	if fi != nil {
+		remote = fi.MaxTXID
+	}
+	if st.shared {
+		if err := st.sealLock.lock(); err != nil {
+			return "", err
+		}
+		err := st.loadShipped()
+		sp, ok, rerr := st.readStagedPos()
+		st.sealLock.unlock()
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return "", err
+		}
+		st.mu.Lock()
+		if ok && (!st.known || sp.pos.TXID > st.pos.TXID) {
+			st.pos, st.known = sp.pos, true
+		}
+		st.mu.Unlock()
+	}
+	st.mu.Lock()
+	shipped, pos, known := st.shipped.TXID, st.pos.TXID, st.known
+	st.mu.Unlock()
+	switch {
+	case !known:
+		return "", nil
+	case remote > pos:
+		return fmt.Sprintf("the replica holds TXID %d, newer than anything staged here (up to %d): this staging is older than the replica's history", remote, pos), nil
+	case remote < shipped:
+		return fmt.Sprintf("the replica holds TXID %d but %d was uploaded from here: the replica lost files (emptied, or another location)", remote, shipped), nil
+	}
+	return "", nil
 }
 
 // reset moves the staged transactions and the shipped position out of the
@@ -157,8 +203,9 @@ func (st *stage) reset(remote capture.Pos) (string, error) {
 	st.pos, st.known, st.shipped = capture.Pos{}, false, capture.Pos{}
 	st.resync = true
 	if st.shared {
+		// Every process's next capture ships the database whole from here.
 		st.pos, st.known = remote, true
-		if err := st.writeStagedPos(stagedPos{pos: remote}); err != nil {
+		if err := st.writeStagedPos(stagedPos{pos: remote, resync: true}); err != nil {
 			return "", err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/superfly/ltx"
@@ -34,7 +35,7 @@ const (
 	captureLockFile = "capture.lock"
 	shipLockFile    = "ship.lock"
 	stagedPosFile   = "staged.pos"
-	stagedPosSize   = 8 + 8 + 4 + 4 + 8 + 8 + 4
+	stagedPosSize   = 8 + 8 + 4 + 4 + 8 + 8 + 1 + 4
 )
 
 // errShipBusy: another process is shipping the database.
@@ -101,6 +102,11 @@ type stagedPos struct {
 	pos capture.Pos
 	ino uint64 // pending's inode, 0 when there is no pending log
 	end int64  // end of pending's last whole record
+	// resync: the next capture ships the database whole. Set by a reset,
+	// and from a transaction's append until its page checksums are stored
+	// (capture.Shared.Staged), so a process that dies in between leaves no
+	// position whose checksums are missing.
+	resync bool
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -113,14 +119,26 @@ func (st *stage) readStagedPos() (stagedPos, bool, error) {
 		return stagedPos{}, false, err
 	}
 	if len(b) != stagedPosSize || crc32.Checksum(b[:stagedPosSize-4], castagnoli) != binary.BigEndian.Uint32(b[stagedPosSize-4:]) {
-		return stagedPos{}, false, nil // torn: the logs tell (load)
+		// Torn: the logs tell where the staging ends (load); the next
+		// capture ships the database whole.
+		return stagedPos{resync: true}, false, nil
 	}
 	be := binary.BigEndian
 	return stagedPos{
-		pos: capture.Pos{TXID: ltx.TXID(be.Uint64(b)), Checksum: ltx.Checksum(be.Uint64(b[8:])), PageSize: be.Uint32(b[16:]), Commit: be.Uint32(b[20:])},
-		ino: be.Uint64(b[24:]),
-		end: int64(be.Uint64(b[32:])),
+		pos:    capture.Pos{TXID: ltx.TXID(be.Uint64(b)), Checksum: ltx.Checksum(be.Uint64(b[8:])), PageSize: be.Uint32(b[16:]), Commit: be.Uint32(b[20:])},
+		ino:    be.Uint64(b[24:]),
+		end:    int64(be.Uint64(b[32:])),
+		resync: b[40] != 0,
 	}, true, nil
+}
+
+// readStagedPosLocked is readStagedPos under the capture lock.
+func (st *stage) readStagedPosLocked() (stagedPos, bool, error) {
+	if err := st.sealLock.lock(); err != nil {
+		return stagedPos{}, false, err
+	}
+	defer st.sealLock.unlock()
+	return st.readStagedPos()
 }
 
 func (st *stage) writeStagedPos(sp stagedPos) error {
@@ -132,7 +150,10 @@ func (st *stage) writeStagedPos(sp stagedPos) error {
 	be.PutUint32(b[20:], sp.pos.Commit)
 	be.PutUint64(b[24:], sp.ino)
 	be.PutUint64(b[32:], uint64(sp.end))
-	be.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+	if sp.resync {
+		b[40] = 1
+	}
+	be.PutUint32(b[41:], crc32.Checksum(b[:41], castagnoli))
 	f, err := os.OpenFile(filepath.Join(st.dir, stagedPosFile), os.O_WRONLY|os.O_CREATE, fileMode)
 	if err != nil {
 		return err
@@ -206,25 +227,67 @@ func (st *stage) sharedPending() error {
 	return nil
 }
 
-// sharedStaged records the position just staged and pending's end.
-func (st *stage) sharedStaged() error {
+// sharedStaged records the position just staged and pending's end; st.mu
+// is held.
+func (st *stage) sharedStaged(resync bool) error {
+	if st.pending == nil {
+		return st.writeStagedPos(stagedPos{pos: st.pos, resync: resync})
+	}
 	fi, err := st.pending.Stat()
 	if err != nil {
 		return err
 	}
-	return st.writeStagedPos(stagedPos{pos: st.pos, ino: inode(fi), end: st.size})
+	return st.writeStagedPos(stagedPos{pos: st.pos, ino: inode(fi), end: st.size, resync: resync})
 }
 
-// sharedCapture is the capture.Shared of one database.
+// sharedCapture is the capture.Shared of one database. Its flock is on a
+// descriptor of its own; mu excludes the process's other capture cores of
+// the database (one replaced by a resync may still be finishing).
 type sharedCapture struct {
 	st   *stage
+	mu   sync.Mutex
 	lock fileLock
+	err  error // the staging could not be opened: every capture fails
 }
 
-func (c *sharedCapture) Lock() error { return c.lock.lock() }
-func (c *sharedCapture) Unlock()     { c.lock.unlock() }
+func (c *sharedCapture) Lock() error {
+	if c.err != nil {
+		return c.err
+	}
+	c.mu.Lock()
+	if err := c.lock.lock(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
 
-func (c *sharedCapture) Load() (capture.Pos, bool, error) {
+func (c *sharedCapture) Unlock() {
+	c.lock.unlock()
+	c.mu.Unlock()
+}
+
+func (c *sharedCapture) Load() (capture.Pos, bool, bool, error) {
 	sp, ok, err := c.st.readStagedPos()
-	return sp.pos, ok, err
+	if err != nil || ok || !sp.resync {
+		return sp.pos, sp.resync, ok, err
+	}
+	// staged.pos is torn: the logs say where the chain ends, and the
+	// database is shipped whole from there.
+	pos, known, err := c.st.logPos(false)
+	if err == nil && !known {
+		c.st.mu.Lock()
+		pos, known = c.st.shipped, c.st.shipped.TXID > 0
+		c.st.mu.Unlock()
+	}
+	return pos, true, known, err
+}
+
+func (c *sharedCapture) Staged(pos capture.Pos, sumsStored bool) error {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	if pos != c.st.pos {
+		return nil // not what this process staged last (a resync started)
+	}
+	return c.st.sharedStaged(!sumsStored)
 }

@@ -93,6 +93,10 @@ type Shipper struct {
 	work chan *stage
 	wg   sync.WaitGroup
 	stop chan struct{}
+	// ctx is the background work's (uploads, compaction); Close cancels it
+	// once its flush is over, so no upload outlives Close.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New opens the staging root, recovers what an earlier run left there and
@@ -145,6 +149,7 @@ func New(opts Options) (*Shipper, error) {
 		work:   make(chan *stage, 4096),
 		stop:   make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.bindReplica(); err != nil {
 		return nil, err
 	}
@@ -180,27 +185,41 @@ func New(opts Options) (*Shipper, error) {
 	return s, nil
 }
 
-// stage returns the staging state of a database, loading it from disk.
+// stage returns the staging state of a database, loading it from disk. It
+// loads outside s.mu: with shared staging, loading waits for the database's
+// capture lock, which a capture holding it may need s.mu to release.
 func (s *Shipper) stage(db string) (*stage, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st, ok := s.stages[db]; ok {
-		return st, nil
-	}
-	st := s.newStage(db)
-	if err := st.loadLocked(); err != nil {
-		// One damaged staging must not stop the others: set it aside; the
-		// database is captured anew from the replica's position.
-		if err := s.setAsideDamaged(db, st.dir, err); err != nil {
-			return nil, err
-		}
+	st, ok := s.stages[db]
+	if !ok {
 		st = s.newStage(db)
+		s.stages[db] = st
 	}
-	if err := nameDir(st.dir, db); err != nil {
-		return nil, fmt.Errorf("staging of %s: %w", db, err)
+	s.mu.Unlock()
+	st.loadOnce.Do(func() { st.loadErr = s.loadStage(st) })
+	if st.loadErr != nil {
+		return nil, st.loadErr
 	}
-	s.stages[db] = st
 	return st, nil
+}
+
+// loadStage loads a database's staging from disk. One damaged staging must
+// not stop the others: it is set aside and the database captured anew from
+// the replica's position.
+func (s *Shipper) loadStage(st *stage) error {
+	if err := st.loadLocked(); err != nil {
+		if err := s.setAsideDamaged(st.db, st.dir, err); err != nil {
+			return err
+		}
+		st.mu.Lock()
+		st.pos, st.known, st.shipped = capture.Pos{}, false, capture.Pos{}
+		st.mu.Unlock()
+		st.sealLock.close() // it was opened in the directory set aside
+	}
+	if err := nameDir(st.dir, st.db); err != nil {
+		return fmt.Errorf("staging of %s: %w", st.db, err)
+	}
+	return nil
 }
 
 func (s *Shipper) newStage(db string) *stage {
@@ -219,7 +238,8 @@ func (s *Shipper) Shared(db string) capture.Shared {
 	}
 	st, err := s.stage(db)
 	if err != nil {
-		return nil
+		// Never capture without the lock: every capture fails instead.
+		return &sharedCapture{err: fmt.Errorf("staging of %s: %w", db, err)}
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -249,6 +269,15 @@ func (s *Shipper) Position(ctx context.Context, db string) (capture.Pos, error) 
 	if err != nil {
 		return capture.Pos{}, err
 	}
+	st.mu.Lock()
+	if st.verified && st.known {
+		// Compared with the replica already in this run.
+		pos := st.pos
+		st.resync = false
+		st.mu.Unlock()
+		return pos, nil
+	}
+	st.mu.Unlock()
 	fi, err := s.reconcile(ctx, st)
 	st.mu.Lock()
 	pos, known := st.pos, st.known
@@ -256,6 +285,13 @@ func (s *Shipper) Position(ctx context.Context, db string) (capture.Pos, error) 
 		st.resync = false // a new capture starts here
 	}
 	st.mu.Unlock()
+	if !known && err != nil && st.shared {
+		// Other processes stage this database: where they are is known
+		// locally, whether or not the replica answers.
+		if sp, ok, serr := st.readStagedPosLocked(); serr == nil && ok {
+			pos, known = sp.pos, true
+		}
+	}
 	if known {
 		if err != nil {
 			// Staging is trusted until the replica can be read; it is
@@ -297,7 +333,10 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
 		s.overLimit()
 	}
-	if first {
+	if first || st.shared {
+		// With shared staging another process may have opened the batch
+		// window and died: every appender keeps one scheduled (queued
+		// makes it cheap).
 		s.schedule(st, s.opts.SyncInterval)
 	}
 	return nil
@@ -355,12 +394,15 @@ func (s *Shipper) worker() {
 
 func (s *Shipper) shipWithRetry(st *stage) {
 	// A stalled connection must not hold a worker forever.
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UploadTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.UploadTimeout)
 	err := s.ship(ctx, st)
 	cancel()
 	if errors.Is(err, errShipBusy) {
 		s.schedule(st, s.opts.SyncInterval) // the other process ships it, or this one next time
 		return
+	}
+	if err != nil && s.ctx.Err() != nil {
+		return // closing: what is left stays staged
 	}
 	if err != nil {
 		if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
@@ -473,6 +515,7 @@ func (s *Shipper) Close(ctx context.Context) error {
 	}
 	stages := s.stages
 	s.mu.Unlock()
+	s.cancel() // uploads and compactions in flight end now
 	s.wg.Wait()
 	for _, st := range stages {
 		st.close()
@@ -490,7 +533,9 @@ func (s *Shipper) ship(ctx context.Context, st *stage) error {
 			return err
 		}
 	}
-	st.shipMu.Lock()
+	if err := st.lockShip(ctx); err != nil {
+		return err
+	}
 	defer st.shipMu.Unlock()
 	if st.shared {
 		ok, err := st.shipLock.tryLock()
@@ -576,10 +621,11 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 		if err := s.uploadSnapshot(ctx, st, f, first); err != nil {
 			return err
 		}
-	case prevPageSize != 0 && first.PageSize != prevPageSize && isFull(first):
-		// A new page size (VACUUM): files on either side of it cannot be
-		// compacted together, so the history starts again from a snapshot
-		// of this transaction, which holds every page.
+	case first.PageSize != prevPageSize && isFull(first):
+		// A new page size (VACUUM; or unknown here: a staging started
+		// afresh): files on either side of it cannot be compacted together,
+		// so the history starts again from a snapshot of this transaction,
+		// which holds every page.
 		if err := s.uploadSnapshot(ctx, st, f, first); err != nil {
 			return err
 		}
@@ -810,6 +856,9 @@ type stage struct {
 	verified    bool          // compared with the replica in this run
 	resync      bool          // staged work was set aside: the capture must start again
 
+	loadOnce sync.Once
+	loadErr  error
+
 	// Options.Shared (see shared.go).
 	shared   bool
 	sealLock fileLock // capture.lock, for load and seal
@@ -824,6 +873,19 @@ type posJSON struct {
 	Checksum ltx.Checksum `json:"checksum"`
 	PageSize uint32       `json:"page_size"`
 	Commit   uint32       `json:"commit"`
+}
+
+// lockShip takes st.shipMu, giving up when ctx is done: a flush or a first
+// capture must not wait for a long upload beyond its deadline.
+func (st *stage) lockShip(ctx context.Context) error {
+	for !st.shipMu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: waiting for an upload in progress: %w", st.db, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // loadLocked is load, under the capture lock when the staging is shared.
@@ -841,52 +903,70 @@ func (st *stage) load() error {
 	if err := st.loadShipped(); err != nil {
 		return err
 	}
-	batches, err := st.sealedBatches()
+	p, ok, err := st.logPos(true)
 	if err != nil {
 		return err
+	}
+	if ok {
+		st.mu.Lock()
+		st.pos, st.known = p, true
+		st.mu.Unlock()
+	}
+	return nil
+}
+
+// logPos returns the position of the last transaction in the staged logs
+// (sealed batches, then pending); ok is false when they hold none. With
+// repair, a torn tail of pending left by a crash is cut off.
+func (st *stage) logPos(repair bool) (pos capture.Pos, ok bool, err error) {
+	batches, err := st.sealedBatches()
+	if err != nil {
+		return pos, false, err
 	}
 	for _, path := range batches {
 		if strings.HasSuffix(path, mergedSuffix) {
 			hdr, trl, err := readLTXFile(path)
 			if err != nil {
-				return fmt.Errorf("staged file %s: %w", path, err)
+				return pos, false, fmt.Errorf("staged file %s: %w", path, err)
 			}
-			st.pos, st.known = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}, true
+			pos, ok = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}, true
 			continue
 		}
-		if p, ok, err := lastPos(path, false); err != nil {
-			return err
-		} else if ok {
-			st.pos, st.known = p, true
+		if p, found, err := lastPos(path, false); err != nil {
+			return pos, false, err
+		} else if found {
+			pos, ok = p, true
 		}
 	}
-	path := filepath.Join(st.dir, "pending")
-	if p, ok, err := lastPos(path, true); err != nil {
-		return err
-	} else if ok {
-		st.pos, st.known = p, true
+	if p, found, err := lastPos(filepath.Join(st.dir, "pending"), repair); err != nil {
+		return pos, false, err
+	} else if found {
+		pos, ok = p, true
 	}
-	return nil
+	return pos, ok, nil
 }
 
 // loadShipped reads shipped.json, the position of the last transaction
 // uploaded.
 func (st *stage) loadShipped() error {
+	var p posJSON
 	b, err := os.ReadFile(filepath.Join(st.dir, "shipped.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	} else if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	var p posJSON
-	if err := json.Unmarshal(b, &p); err != nil {
-		return fmt.Errorf("shipped.json: %w", err)
-	}
-	if p.TXID == 0 {
-		return nil // written ahead (see append): nothing uploaded yet
+	if err == nil {
+		if err := json.Unmarshal(b, &p); err != nil {
+			return fmt.Errorf("shipped.json: %w", err)
+		}
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if p.TXID == 0 {
+		// Missing, or reserved ahead (see reserveShipped): nothing was
+		// uploaded from this staging (or it was reset).
+		st.shipped = capture.Pos{}
+		return nil
+	}
 	st.shipped = capture.Pos(p)
 	if !st.known || st.pos.TXID < st.shipped.TXID {
 		st.pos, st.known = st.shipped, true
@@ -929,7 +1009,7 @@ func (st *stage) reserveShipped() error {
 	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	b, err := json.Marshal(posJSON(st.shipped))
+	b, err := json.Marshal(posJSON{}) // nothing uploaded yet
 	if err != nil {
 		return err
 	}
@@ -1031,7 +1111,9 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
 	st.known = true
 	if st.shared {
-		if err := st.sharedStaged(); err != nil {
+		// Until the capture has stored the page checksums (Staged), a
+		// process that follows must resync.
+		if err := st.sharedStaged(true); err != nil {
 			return first, err
 		}
 	}

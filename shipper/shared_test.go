@@ -1,0 +1,102 @@
+package shipper_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/walsync/walsync/capture"
+	"github.com/walsync/walsync/dbfiles"
+	"github.com/walsync/walsync/shipper"
+	"github.com/walsync/walsync/storage/file"
+)
+
+// process is one process staging a database into a shared staging
+// directory: its own Shipper (its own locks on their own descriptors) and
+// its own capture core, on the same database file and page checksums.
+type process struct {
+	s    *shipper.Shipper
+	core *capture.DB
+}
+
+func startProcess(t *testing.T, stageDir, root string, m *memDB) *process {
+	t.Helper()
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: file.New(root), SyncInterval: time.Hour, Shared: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos, err := s.Position(context.Background(), "x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := capture.Open(capture.Config{
+		Name: "x.db", Files: m, Pos: pos, Shared: s.Shared("x.db"),
+		Sums: &dbfiles.SumsFile{Path: filepath.Join(s.StateDir("x.db"), "page-checksums")},
+		Sink: func(tx *capture.Tx) error { return s.Stage("x.db", tx) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &process{s: s, core: core}
+}
+
+// TestSharedStagingTwoProcesses: two processes write one database in turn;
+// the replica holds one chain with every transaction of both.
+func TestSharedStagingTwoProcesses(t *testing.T) {
+	stageDir, root := t.TempDir(), t.TempDir()
+	m := newMemDB(6)
+	a := startProcess(t, stageDir, root, m)
+	b := startProcess(t, stageDir, root, m)
+	for i := 0; i < 20; i++ {
+		p := []*process{a, b}[i%2]
+		m.change(t, p.core, 2+i%4, byte(i+1))
+		if i == 9 {
+			if err := a.s.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, p := range []*process{a, b} {
+		if err := p.s.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := restoreBytes(t, root, "x.db", 0); !bytes.Equal(got, m.bytes()) {
+		t.Fatal("restore of a database written by two processes differs")
+	}
+}
+
+// TestSharedStagingResetReachesOtherProcesses: the replica was emptied; a
+// process started afterwards resets the shared staging. A process already
+// capturing must not go on with an increment on the emptied replica: its
+// next capture ships the database whole, and the replica restores.
+func TestSharedStagingResetReachesOtherProcesses(t *testing.T) {
+	stageDir, root := t.TempDir(), t.TempDir()
+	m := newMemDB(6)
+	b := startProcess(t, stageDir, root, m)
+	m.change(t, b.core, 2, 1)
+	m.change(t, b.core, 3, 2)
+	if err := b.s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "x.db")); err != nil {
+		t.Fatal(err)
+	}
+	a := startProcess(t, stageDir, root, m) // sees the emptied replica: resets
+	m.change(t, b.core, 4, 3)                 // the process that was already running
+	m.change(t, a.core, 5, 4)
+	for _, p := range []*process{a, b} {
+		if err := p.s.Close(context.Background()); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+	if got := restoreBytes(t, root, "x.db", 0); !bytes.Equal(got, m.bytes()) {
+		t.Fatal("restore after a reset by another process differs")
+	}
+}
