@@ -42,9 +42,11 @@ const (
 var errShipBusy = errors.New("another process is shipping this database")
 
 // fileLock is an flock(2) lock on its own open file description, so it
-// excludes other processes and the other fileLocks of this one.
+// excludes other processes and the other fileLocks of this one; mu excludes
+// the goroutines sharing it (flock does not: they share the description).
 type fileLock struct {
 	path string
+	mu   sync.Mutex
 	f    *os.File
 }
 
@@ -65,30 +67,47 @@ func (l *fileLock) open() error {
 
 // lock blocks until the lock is held.
 func (l *fileLock) lock() error {
+	l.mu.Lock()
 	if err := l.open(); err != nil {
+		l.mu.Unlock()
 		return err
 	}
 	for {
 		err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			return err
+		if err == unix.EINTR {
+			continue
 		}
+		if err != nil {
+			l.mu.Unlock()
+		}
+		return err
 	}
 }
 
 // tryLock takes the lock if it is free.
 func (l *fileLock) tryLock() (bool, error) {
+	if !l.mu.TryLock() {
+		return false, nil
+	}
 	if err := l.open(); err != nil {
+		l.mu.Unlock()
 		return false, err
 	}
 	err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		return false, nil
+	if err != nil {
+		l.mu.Unlock()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return false, nil
+		}
+		return false, err
 	}
-	return err == nil, err
+	return true, nil
 }
 
-func (l *fileLock) unlock() { _ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN) }
+func (l *fileLock) unlock() {
+	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	l.mu.Unlock()
+}
 
 func (l *fileLock) close() {
 	if l.f != nil {
@@ -240,12 +259,11 @@ func (st *stage) sharedStaged(resync bool) error {
 	return st.writeStagedPos(stagedPos{pos: st.pos, ino: inode(fi), end: st.size, resync: resync})
 }
 
-// sharedCapture is the capture.Shared of one database. Its flock is on a
-// descriptor of its own; mu excludes the process's other capture cores of
-// the database (one replaced by a resync may still be finishing).
+// sharedCapture is the capture.Shared of one database. Its lock is on a
+// descriptor of its own, and excludes the process's other capture cores of
+// the database too (one replaced by a resync may still be finishing).
 type sharedCapture struct {
 	st   *stage
-	mu   sync.Mutex
 	lock fileLock
 	err  error // the staging could not be opened: every capture fails
 }
@@ -254,18 +272,10 @@ func (c *sharedCapture) Lock() error {
 	if c.err != nil {
 		return c.err
 	}
-	c.mu.Lock()
-	if err := c.lock.lock(); err != nil {
-		c.mu.Unlock()
-		return err
-	}
-	return nil
+	return c.lock.lock()
 }
 
-func (c *sharedCapture) Unlock() {
-	c.lock.unlock()
-	c.mu.Unlock()
-}
+func (c *sharedCapture) Unlock() { c.lock.unlock() }
 
 func (c *sharedCapture) Load() (capture.Pos, bool, bool, error) {
 	sp, ok, err := c.st.readStagedPos()

@@ -89,7 +89,7 @@ func TestSharedStagingResetReachesOtherProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := startProcess(t, stageDir, root, m) // sees the emptied replica: resets
-	m.change(t, b.core, 4, 3)                 // the process that was already running
+	m.change(t, b.core, 4, 3)               // the process that was already running
 	m.change(t, a.core, 5, 4)
 	for _, p := range []*process{a, b} {
 		if err := p.s.Close(context.Background()); err != nil {

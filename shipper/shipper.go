@@ -452,7 +452,7 @@ func (s *Shipper) Flush(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				errs = append(errs, st.leftStaged(s.opts.Dir, err))
-			case <-time.After(s.opts.SyncInterval):
+			case <-time.After(s.retryDelay(err)):
 				continue
 			}
 			break
@@ -478,9 +478,19 @@ func (s *Shipper) FlushDB(ctx context.Context, db string) error {
 		select {
 		case <-ctx.Done():
 			return st.leftStaged(s.opts.Dir, err)
-		case <-time.After(s.opts.SyncInterval):
+		case <-time.After(s.retryDelay(err)):
 		}
 	}
+}
+
+// retryDelay is how long a flush waits before trying a database again:
+// shortly when another process was shipping it (it is done soon), a batch
+// window after a failure.
+func (s *Shipper) retryDelay(err error) time.Duration {
+	if errors.Is(err, errShipBusy) {
+		return 20 * time.Millisecond
+	}
+	return s.opts.SyncInterval
 }
 
 // bounded gives ctx the deadline FlushTimeout if it has none: a flush
