@@ -72,29 +72,49 @@ func TestSharedStagingTwoProcesses(t *testing.T) {
 	}
 }
 
-// TestSharedStagingResetReachesOtherProcesses: the replica was emptied; a
-// process started afterwards resets the shared staging. A process already
-// capturing must not go on with an increment on the emptied replica: its
-// next capture ships the database whole, and the replica restores.
+// TestSharedStagingResetReachesOtherProcesses: the replica lost its newest
+// file; a process started afterwards resets the shared staging to the
+// replica's position. A process already capturing must not go on with an
+// increment computed against what the replica lost: its next capture ships
+// the database whole, and the replica restores.
 func TestSharedStagingResetReachesOtherProcesses(t *testing.T) {
 	stageDir, root := t.TempDir(), t.TempDir()
 	m := newMemDB(6)
 	b := startProcess(t, stageDir, root, m)
-	m.change(t, b.core, 2, 1)
-	m.change(t, b.core, 3, 2)
-	if err := b.s.Flush(context.Background()); err != nil {
+	for i := 0; i < 3; i++ { // TXIDs 2, 3, 4, each in its own file
+		m.change(t, b.core, 2+i, byte(i+1))
+		if err := b.s.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := filepath.Join(root, "x.db", "ltx", "0", "0000000000000004-0000000000000004.ltx")
+	if err := os.Remove(lost); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(root, "x.db")); err != nil {
+	// A process starting now finds the replica behind and resets; before
+	// it captures anything, the process that was already running does.
+	sa, err := shipper.New(shipper.Options{Dir: stageDir, Client: file.New(root), SyncInterval: time.Hour, Shared: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
 		t.Fatal(err)
 	}
-	a := startProcess(t, stageDir, root, m) // sees the emptied replica: resets
-	m.change(t, b.core, 4, 3)               // the process that was already running
-	m.change(t, a.core, 5, 4)
+	if _, err := sa.Position(context.Background(), "x.db"); err != nil {
+		t.Fatal(err)
+	}
+	m.change(t, b.core, 5, 9) // TXID 4 now follows the replica's 3
+	afterB := m.bytes()
+	if err := sa.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := startProcess(t, stageDir, root, m)
+	m.change(t, a.core, 6, 8)
 	for _, p := range []*process{a, b} {
 		if err := p.s.Close(context.Background()); err != nil {
 			t.Fatalf("close: %v", err)
 		}
+	}
+	if got := restoreBytes(t, root, "x.db", 4); !bytes.Equal(got, afterB) {
+		t.Fatal("the running process's transaction after the reset restores wrong")
 	}
 	if got := restoreBytes(t, root, "x.db", 0); !bytes.Equal(got, m.bytes()) {
 		t.Fatal("restore after a reset by another process differs")
