@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -130,13 +131,49 @@ type stagedPos struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// posFile returns staged.pos, open (it stays open: it is read and written
+// at every capture); create makes it if it does not exist.
+func (st *stage) posFile(create bool) (*os.File, error) {
+	st.posMu.Lock()
+	defer st.posMu.Unlock()
+	if st.posF != nil {
+		return st.posF, nil
+	}
+	flags := os.O_RDWR
+	if create {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(filepath.Join(st.dir, stagedPosFile), flags, fileMode)
+	if err != nil {
+		return nil, err
+	}
+	st.posF = f
+	return f, nil
+}
+
+// closePosFile closes staged.pos (its directory is moved or closed).
+func (st *stage) closePosFile() {
+	st.posMu.Lock()
+	defer st.posMu.Unlock()
+	if st.posF != nil {
+		st.posF.Close()
+		st.posF = nil
+	}
+}
+
 func (st *stage) readStagedPos() (stagedPos, bool, error) {
-	b, err := os.ReadFile(filepath.Join(st.dir, stagedPosFile))
+	f, err := st.posFile(false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return stagedPos{}, false, nil
 	} else if err != nil {
 		return stagedPos{}, false, err
 	}
+	b := make([]byte, stagedPosSize+1)
+	n, err := f.ReadAt(b, 0)
+	if err != nil && err != io.EOF {
+		return stagedPos{}, false, err
+	}
+	b = b[:n]
 	if len(b) != stagedPosSize || crc32.Checksum(b[:stagedPosSize-4], castagnoli) != binary.BigEndian.Uint32(b[stagedPosSize-4:]) {
 		// Torn: the logs tell where the staging ends (load); the next
 		// capture ships the database whole.
@@ -173,14 +210,11 @@ func (st *stage) writeStagedPos(sp stagedPos) error {
 		b[40] = 1
 	}
 	be.PutUint32(b[41:], crc32.Checksum(b[:41], castagnoli))
-	f, err := os.OpenFile(filepath.Join(st.dir, stagedPosFile), os.O_WRONLY|os.O_CREATE, fileMode)
+	f, err := st.posFile(true)
 	if err != nil {
 		return err
 	}
 	_, err = f.WriteAt(b[:], 0)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	return err
 }
 
@@ -203,11 +237,12 @@ func (st *stage) sharedPending() error {
 		st.pos, st.known = sp.pos, true
 	}
 	path := filepath.Join(st.dir, "pending")
-	if st.pending != nil {
+	if st.pending != nil && !(ok && sp.ino == st.pendingIno) {
+		// staged.pos names another log (or none): make sure this one is
+		// still the one at the path (another process may have sealed it).
 		fi, err := os.Stat(path)
-		cur, ferr := st.pending.Stat()
-		if err != nil || ferr != nil || inode(fi) != inode(cur) {
-			st.pending.Close() // sealed by another process
+		if err != nil || inode(fi) != st.pendingIno {
+			st.pending.Close()
 			st.pending = nil
 		}
 	}
@@ -222,27 +257,35 @@ func (st *stage) sharedPending() error {
 		if err != nil {
 			return err
 		}
-		st.pending = f
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		st.pending, st.pendingIno = f, inode(fi)
+		// Where its last whole record ends: from staged.pos when it names
+		// this log, else read (cutting a record torn by a process that
+		// died).
+		end := fi.Size()
+		if ok && sp.ino == st.pendingIno {
+			end = min(end, sp.end)
+		} else if end > 0 {
+			if end, err = validEnd(f); err != nil {
+				return err
+			}
+		}
+		st.size = end
+	} else if ok && sp.ino == st.pendingIno {
+		st.size = sp.end // another process may have appended since
 	}
-	fi, err := st.pending.Stat()
-	if err != nil {
+	// Cut what a process that died left after the last whole record.
+	if fi, err := st.pending.Stat(); err != nil {
 		return err
-	}
-	end := fi.Size()
-	switch {
-	case ok && sp.ino == inode(fi):
-		end = min(end, sp.end)
-	case end > 0:
-		if end, err = validEnd(st.pending); err != nil {
+	} else if fi.Size() > st.size {
+		if err := st.pending.Truncate(st.size); err != nil {
 			return err
 		}
 	}
-	if end < fi.Size() {
-		if err := st.pending.Truncate(end); err != nil { // a record torn by a process that died
-			return err
-		}
-	}
-	st.size = end
 	return nil
 }
 
@@ -252,11 +295,7 @@ func (st *stage) sharedStaged(resync bool) error {
 	if st.pending == nil {
 		return st.writeStagedPos(stagedPos{pos: st.pos, resync: resync})
 	}
-	fi, err := st.pending.Stat()
-	if err != nil {
-		return err
-	}
-	return st.writeStagedPos(stagedPos{pos: st.pos, ino: inode(fi), end: st.size, resync: resync})
+	return st.writeStagedPos(stagedPos{pos: st.pos, ino: st.pendingIno, end: st.size, resync: resync})
 }
 
 // sharedCapture is the capture.Shared of one database. Its lock is on a

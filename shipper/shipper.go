@@ -214,7 +214,8 @@ func (s *Shipper) loadStage(st *stage) error {
 		st.mu.Lock()
 		st.pos, st.known, st.shipped = capture.Pos{}, false, capture.Pos{}
 		st.mu.Unlock()
-		st.sealLock.close() // it was opened in the directory set aside
+		st.sealLock.close() // opened in the directory set aside
+		st.closePosFile()
 	}
 	if err := nameDir(st.dir, st.db); err != nil {
 		return fmt.Errorf("staging of %s: %w", st.db, err)
@@ -870,9 +871,12 @@ type stage struct {
 	loadErr  error
 
 	// Options.Shared (see shared.go).
-	shared   bool
-	sealLock fileLock // capture.lock, for load and seal
-	shipLock fileLock // ship.lock, for shipping
+	shared     bool
+	pendingIno uint64 // inode of pending (shared staging)
+	posMu      sync.Mutex
+	posF       *os.File // staged.pos, kept open
+	sealLock   fileLock // capture.lock, for load and seal
+	shipLock   fileLock // ship.lock, for shipping
 	// ship.lock again, on its own descriptor, for compaction
 	compactLock fileLock
 	sharedCap   *sharedCapture
@@ -1238,6 +1242,7 @@ func (st *stage) close() {
 		st.pending.Close()
 		st.pending = nil
 	}
+	st.closePosFile()
 }
 
 // checkNoForeignHistory refuses to start a database at TXID 1 on a replica
