@@ -160,49 +160,32 @@ func (n *node) opendir(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	return fs.NewListDirStream(out), 0, 0
 }
 
+// Mkdir creates a directory owned by the caller.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.hidden(name) {
-		return nil, syscall.EPERM
-	}
-	p := filepath.Join(n.w.root, n.rel(name))
-	if err := syscall.Mkdir(p, mode); err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	st, errno := n.w.own(ctx, p, -1, mode, syscall.Rmdir)
-	if errno != 0 {
-		return nil, errno
-	}
-	out.FromStat(&st)
-	return n.newChild(ctx, &st), 0
+	return n.makeNode(ctx, name, mode, out, func(p string) error { return syscall.Mkdir(p, mode) }, syscall.Rmdir)
 }
 
 // Mknod creates a special file (a FIFO, a socket) owned by the caller.
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.hidden(name) {
-		return nil, syscall.EPERM
-	}
-	p := filepath.Join(n.w.root, n.rel(name))
-	if err := syscall.Mknod(p, mode, int(rdev)); err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	st, errno := n.w.own(ctx, p, -1, mode, syscall.Unlink)
-	if errno != 0 {
-		return nil, errno
-	}
-	out.FromStat(&st)
-	return n.newChild(ctx, &st), 0
+	return n.makeNode(ctx, name, mode, out, func(p string) error { return syscall.Mknod(p, mode, int(rdev)) }, syscall.Unlink)
 }
 
 // Symlink creates a symbolic link owned by the caller.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.makeNode(ctx, name, 0, out, func(p string) error { return syscall.Symlink(target, p) }, syscall.Unlink)
+}
+
+// makeNode creates name with create, gives it to the caller (own; undo
+// removes it on failure) and returns its inode.
+func (n *node) makeNode(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create, undo func(string) error) (*fs.Inode, syscall.Errno) {
 	if n.hidden(name) {
 		return nil, syscall.EPERM
 	}
 	p := filepath.Join(n.w.root, n.rel(name))
-	if err := syscall.Symlink(target, p); err != nil {
+	if err := create(p); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	st, errno := n.w.own(ctx, p, -1, 0, syscall.Unlink)
+	st, errno := n.w.own(ctx, p, -1, mode, undo)
 	if errno != 0 {
 		return nil, errno
 	}
