@@ -210,6 +210,9 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		d.retryAt = d.r.Now().Add(d.backoff)
 		d.r.Log.Warn("cannot read the replica position: the database is captured once it can be read, its changes until then shipped together",
 			"db", d.Name, "retry_in", d.backoff, "err", err)
+		// Retried at the next file operation, and by itself: a database
+		// written once and left alone must not stay uncaptured.
+		time.AfterFunc(d.backoff, d.retryCapture)
 		return nil, nil
 	}
 	if !d.retryAt.IsZero() {
@@ -256,6 +259,19 @@ func (d *Database) stage(tx *capture.Tx) error {
 		return nil
 	}
 	return err
+}
+
+// retryCapture tries again to start capturing a database whose replica
+// position could not be read, unless it was forgotten (deleted, renamed).
+func (d *Database) retryCapture() {
+	d.r.mu.Lock()
+	current := d.r.dbs[d.Name] == d
+	d.r.mu.Unlock()
+	if current && d.retryDue() {
+		if _, err := d.Capture(nil); err != nil {
+			d.r.Log.Error("cannot start capturing database", "db", d.Name, "err", err)
+		}
+	}
 }
 
 // retryDue reports whether capture waits for the replica position and may

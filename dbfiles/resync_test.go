@@ -162,3 +162,31 @@ type testClock struct{ d *time.Duration }
 func (c testClock) Now() time.Time { return time.Unix(1e9, 0).Add(*c.d) }
 
 func (c testClock) advance(d time.Duration) { *c.d += d }
+
+// TestPositionRetriedWithoutWrites: a database whose replica position could
+// not be read at its first open, and that is not written again, is
+// captured once the position can be read, by itself.
+func TestPositionRetriedWithoutWrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db")
+	writeDB(t, path, 3)
+	st := &fakeStager{dir: dir, positions: []capture.Pos{{}}, posErr: fmt.Errorf("injected: replica unreachable")}
+	reg := NewRegistry(st, nil, nil)
+	d := reg.Get("x.db", path)
+	if err := d.Open(RoleDB); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	st.posErr = nil
+	st.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.Core() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("not captured after the replica position became readable")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if tx := st.last(); tx.TXID != 1 || !tx.Full {
+		t.Fatalf("staged %+v, want the snapshot", tx)
+	}
+}
