@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
-	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/storage"
 )
 
@@ -177,7 +176,7 @@ func (s *Shipper) shipMerged(ctx context.Context, st *stage, path string) error 
 			return fmt.Errorf("upload %s level 0 %s: %w", st.db, ltx.FormatFilename(hdr.MinTXID, hdr.MaxTXID), err)
 		}
 		st.wroteFile(0)
-		if err := st.markShipped(capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}); err != nil {
+		if err := st.markShipped(posOf(hdr, trl)); err != nil {
 			return err
 		}
 	}

@@ -99,7 +99,7 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 		if err != nil {
 			return nil, err
 		}
-		remotePos = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}
+		remotePos = posOf(hdr, trl)
 	}
 	if st.shared {
 		if err := st.sealLock.lock(); err != nil {

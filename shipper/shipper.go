@@ -311,7 +311,7 @@ func (s *Shipper) Position(ctx context.Context, db string) (capture.Pos, error) 
 	if err != nil {
 		return capture.Pos{}, err
 	}
-	pos = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}
+	pos = posOf(hdr, trl)
 	// The next transaction staged must follow the replica's.
 	st.mu.Lock()
 	if !st.known {
@@ -671,6 +671,11 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
 }
 
+// posOf is the position an LTX file ends at.
+func posOf(hdr ltx.Header, trl ltx.Trailer) capture.Pos {
+	return capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}
+}
+
 // isFull reports whether a staged transaction holds every page of its
 // database (a snapshot or a resync).
 func isFull(r storage.TxRecord) bool {
@@ -943,7 +948,7 @@ func (st *stage) logPos(repair bool) (pos capture.Pos, ok bool, err error) {
 			if err != nil {
 				return pos, false, fmt.Errorf("staged file %s: %w", path, err)
 			}
-			pos, ok = capture.Pos{TXID: hdr.MaxTXID, Checksum: trl.PostApplyChecksum, PageSize: hdr.PageSize, Commit: hdr.Commit}, true
+			pos, ok = posOf(hdr, trl), true
 			continue
 		}
 		if p, found, err := lastPos(path, false); err != nil {
