@@ -1,0 +1,272 @@
+package capture
+
+import (
+	"fmt"
+
+	"github.com/superfly/ltx"
+)
+
+// WriteWAL performs apply (a write of n bytes at off to the -wal) and captures
+// any transaction it commits.
+func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := apply(); err != nil {
+		return err
+	}
+	n := int64(len(data))
+	d.walWritten = max(d.walWritten, off+n)
+	if off < walHeaderSize {
+		d.readWALHeader()
+	}
+	if d.wal.valid && d.known && off < d.wal.end && off+n > walHeaderSize {
+		// A write over frames already captured without a new header:
+		// they were a commit SQLite did not count (see WALCursor.Intact).
+		// The next barrier finds out and resyncs; nothing more here.
+		return nil
+	}
+	if !d.known && !d.journalLive && d.wal.valid {
+		// The state was lost (its checksums could not be stored): rebuild
+		// it from the files; what this write committed is shipped with it.
+		return d.locked(d.establish)
+	}
+	if !d.wal.valid || !d.known || off+n <= d.wal.end {
+		return nil
+	}
+	// Only a write that ends inside a commit frame of the current generation
+	// can complete a transaction.
+	fsz := int64(d.wal.hdr.pageSize) + walFrameHeaderSize
+	fstart := walHeaderSize + (off+n-1-walHeaderSize)/fsz*fsz
+	if fstart < d.wal.end {
+		return nil
+	}
+	// SQLite writes a frame's header, then its page data: keep the header
+	// of the last written frame so the data write needs no read.
+	switch {
+	case off == fstart && n >= walFrameHeaderSize:
+		copy(d.lastFrameHdr[:], data)
+		d.lastFrameOff = fstart
+	case off >= fstart+walFrameHeaderSize && d.lastFrameOff == fstart:
+		// Page data of the frame whose header was written last.
+	default:
+		if _, err := d.files.ReadAt(WALFile, d.lastFrameHdr[:], fstart); err != nil {
+			return nil
+		}
+		d.lastFrameOff = fstart
+	}
+	f := parseWALFrame(d.lastFrameHdr[:])
+	if f.commit == 0 || f.salt1 != d.wal.hdr.salt1 || f.salt2 != d.wal.hdr.salt2 {
+		return nil
+	}
+	if d.walWritten < fstart+fsz {
+		// The frame's page data has not been written yet (SQLite writes
+		// the header first): the write that completes it is the commit.
+		return nil
+	}
+	// The commit frame's page is in hand: neither the scan nor staging
+	// reads it back.
+	var tail *frameInHand
+	switch ps := int64(d.wal.hdr.pageSize); {
+	case off == fstart+walFrameHeaderSize && n == ps && d.lastFrameOff == fstart:
+		tail = &frameInHand{off: fstart, hdr: d.lastFrameHdr, page: data}
+	case off == fstart && n == fsz:
+		tail = &frameInHand{off: fstart, hdr: d.lastFrameHdr, page: data[walFrameHeaderSize:]}
+	}
+	return d.locked(func() error { return d.scanWAL(fstart+fsz, tail, true) })
+}
+
+// TruncateWAL performs apply (a truncation of the -wal to size), after
+// capturing every transaction committed in the frames it may cut off.
+func (d *DB) TruncateWAL(size int64, apply func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.barrier(); err != nil {
+		return err
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	d.walWritten = min(d.walWritten, size)
+	if size < d.wal.end {
+		// SQLite truncates the WAL only after a complete checkpoint.
+		d.wal.Reset()
+		d.lastFrameOff = -1
+	}
+	return nil
+}
+
+// RemoveWAL performs apply (the deletion or renaming of the -wal), after
+// capturing every transaction committed in it.
+func (d *DB) RemoveWAL(apply func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.barrier(); err != nil {
+		return err
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	d.wal.Reset()
+	d.lastFrameOff = -1
+	d.walWritten = 0
+	return nil
+}
+
+// walIndex maps each page to the offset of the page data of its latest
+// committed frame in the current WAL generation, as SQLite's wal-index does.
+func (d *DB) walIndex() (map[uint32]int64, error) {
+	idx := map[uint32]int64{}
+	if !d.wal.valid {
+		return idx, nil
+	}
+	fsz := int64(d.wal.hdr.pageSize) + walFrameHeaderSize
+	var h [walFrameHeaderSize]byte
+	type frame struct {
+		pgno uint32
+		off  int64
+	}
+	var pending []frame
+	for off := int64(walHeaderSize); off+fsz <= d.wal.end; off += fsz {
+		if err := readFull(d.files, WALFile, h[:], off); err != nil {
+			return nil, fmt.Errorf("read %s WAL frame at %d: %w", d.cfg.Name, off, err)
+		}
+		f := parseWALFrame(h[:])
+		pending = append(pending, frame{f.pgno, off + walFrameHeaderSize})
+		if f.commit == 0 {
+			continue
+		}
+		for _, p := range pending {
+			if p.pgno <= f.commit {
+				idx[p.pgno] = p.off
+			}
+		}
+		for pgno := range idx {
+			if pgno > f.commit {
+				delete(idx, pgno)
+			}
+		}
+		pending = pending[:0]
+	}
+	return idx, nil
+}
+
+// walChanges returns the pages of a committed WAL transaction whose
+// content differs from the last captured state.
+func (d *DB) walChanges(tx *WALTx) ([]change, error) {
+	if d.pageSize == 0 {
+		d.pageSize = d.wal.hdr.pageSize
+	}
+	lock := ltx.LockPgno(d.pageSize)
+	changes := make([]change, 0, len(tx.Pages))
+	for pgno, p := range tx.Pages {
+		if pgno <= tx.Commit && pgno != lock {
+			changes = append(changes, change{pgno: pgno, sum: p.sum, ref: pageRef{pgno, WALFile, p.Off, p.Data}})
+		}
+	}
+	// Pages the database grew into without a frame read from the database file.
+	for pgno := d.commit + 1; pgno <= tx.Commit; pgno++ {
+		if _, ok := tx.Pages[pgno]; !ok && pgno != lock {
+			c, err := d.readDBPage(pgno)
+			if err != nil {
+				return nil, err
+			}
+			changes = append(changes, c)
+		}
+	}
+	return d.changed(changes)
+}
+
+// commitWAL captures a committed WAL transaction. atWrite: it is captured
+// by the write of its commit frame, which fails if the capture does.
+func (d *DB) commitWAL(tx *WALTx, atWrite bool) error {
+	changes, err := d.walChanges(tx)
+	if err == nil {
+		err = d.emit(changes, tx.Commit)
+	}
+	if err != nil && atWrite {
+		// SQLite will report the commit as failed; make sure its recovery
+		// can never resurrect it. (A transaction found by a barrier is
+		// already committed for SQLite: it stays, and is captured by the
+		// next barrier.)
+		var zero [walFrameHeaderSize]byte
+		_, _ = d.files.WriteAt(WALFile, zero[:], tx.End-int64(d.wal.hdr.pageSize)-walFrameHeaderSize)
+	}
+	return err
+}
+
+// walFile reads the -wal for a WALCursor.
+type walFile struct{ f Files }
+
+func (w walFile) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(WALFile, p, off) }
+
+// readWALHeader reads the WAL header and starts a new generation when its
+// salts changed (SQLite restarted the WAL after a complete checkpoint).
+func (d *DB) readWALHeader() {
+	if d.wal.ReadHeader(walFile{d.files}, d.pageSize) || !d.wal.valid {
+		d.lastFrameOff = -1
+	}
+}
+
+// scanWAL captures every transaction committed by the frames after the last
+// captured one, up to end (0: the end of the file). tail, if not nil, is
+// the last frame, in hand; atWrite: see commitWAL.
+func (d *DB) scanWAL(end int64, tail *frameInHand, atWrite bool) error {
+	return d.wal.scan(walFile{d.files}, end, tail, func(tx *WALTx) error { return d.commitWAL(tx, atWrite) })
+}
+
+// SyncWAL is the barrier of deferred capture: it captures every transaction
+// committed in the -wal since the last capture. A front end whose -wal writes
+// do not pass through WriteWAL (FUSE passthrough, or the VFS writing the
+// file directly) calls it when SQLite fsyncs the -wal, at the end of each
+// batch window, and at the last close; the core calls it itself before
+// anything that can make a WAL frame disappear: a write to or truncation of
+// the database file while it is in WAL mode (a checkpoint), a truncation or
+// removal of the -wal.
+//
+// Why no committed frame can be lost: SQLite overwrites WAL frames only
+// after restarting the WAL, which it does only once a checkpoint has copied
+// every frame into the database file (and truncates or deletes the -wal
+// only after one too); a checkpoint writes the database file, and that write
+// waits for this barrier. Frames a checkpoint copies were committed before
+// it began, so the barrier before its first write captures them all.
+func (d *DB) SyncWAL() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.barrier()
+}
+
+// barrier is SyncWAL with d.mu held.
+func (d *DB) barrier() error {
+	if d.journalLive {
+		return nil // a rollback-journal transaction: no WAL to read
+	}
+	if !d.known {
+		// The state was lost (its checksums could not be stored): rebuild
+		// it; the replay captures what was committed since.
+		return d.locked(d.establish)
+	}
+	if !d.walMode && !d.wal.valid && d.commit != 0 {
+		return nil // a rollback-journal database (an empty one may be starting a WAL)
+	}
+	wf := walFile{d.files}
+	d.readWALHeader()
+	if !d.wal.valid {
+		return nil
+	}
+	if !d.wal.Intact(wf) {
+		// Frames captured as a transaction were overwritten in the same
+		// generation: SQLite did not count that commit (it failed after
+		// its frames were written). Start again from the files.
+		if d.cfg.Warn != nil {
+			d.cfg.Warn(fmt.Sprintf("database %s: WAL frames captured as transaction %d were overwritten "+
+				"(SQLite reported that commit as failed): shipping the database whole", d.cfg.Name, d.pos.TXID))
+		}
+		d.needFull = true
+		return d.locked(d.establish)
+	}
+	if d.files.Size(WALFile) < d.wal.end+d.wal.frameSize() {
+		return nil // no new frame
+	}
+	return d.locked(func() error { return d.scanWAL(0, nil, false) })
+}
+
