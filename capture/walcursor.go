@@ -118,23 +118,34 @@ func (c *WALCursor) Scan(r WALReader, limit int64, commit func(tx *WALTx) error)
 	return c.scan(r, limit, nil, commit)
 }
 
+// Scans read ahead this many bytes at once, and keep in hand the pages of a
+// transaction up to keepBytes (a larger one's pages are read again when
+// staged).
+const (
+	scanReadAhead = 128 << 10
+	keepBytes     = 4 << 20
+	arenaChunk    = 64<<10 + walFrameHeaderSize // holds the largest page
+)
+
 func (c *WALCursor) scan(r WALReader, limit int64, tail *frameInHand, commit func(tx *WALTx) error) error {
 	if !c.valid {
 		return nil
 	}
 	fsz := c.frameSize()
-	bp := getBuf(int(fsz))
-	defer putBuf(bp)
-	buf := *bp
+	ra := &readAhead{r: r, size: max(fsz, scanReadAhead/fsz*fsz)}
+	defer ra.release()
 	off, cksum := c.end, c.cksum
 	var tx *WALTx
+	var keep arena // the pending transaction's pages
+	defer keep.release()
 	for limit == 0 || off < limit {
-		hdr, page := buf[:walFrameHeaderSize], buf[walFrameHeaderSize:]
-		var inHand []byte
+		var hdr, page, inHand []byte
 		if tail != nil && off == tail.off {
 			hdr, page, inHand = tail.hdr[:], tail.page, tail.page
-		} else if n, _ := r.ReadAt(buf, off); int64(n) < fsz {
+		} else if hdr = ra.frame(off, fsz); hdr == nil {
 			return nil // not written (yet), or unreadable: the next scan reads it
+		} else {
+			hdr, page = hdr[:walFrameHeaderSize], hdr[walFrameHeaderSize:]
 		}
 		f := parseWALFrame(hdr)
 		if f.salt1 != c.hdr.salt1 || f.salt2 != c.hdr.salt2 || f.pgno == 0 {
@@ -147,6 +158,11 @@ func (c *WALCursor) scan(r WALReader, limit int64, tail *frameInHand, commit fun
 		}
 		if tx == nil {
 			tx = &WALTx{Pages: map[uint32]WALPage{}}
+			keep.reset()
+		}
+		if inHand == nil {
+			// A copy: the read-ahead buffer moves on before the commit.
+			inHand = keep.copy(page)
 		}
 		tx.Pages[f.pgno] = WALPage{Off: off + walFrameHeaderSize, Data: inHand, sum: pageChecksum(f.pgno, page)}
 		off += fsz
@@ -161,4 +177,76 @@ func (c *WALCursor) scan(r WALReader, limit int64, tail *frameInHand, commit fun
 		tx = nil
 	}
 	return nil
+}
+
+// readAhead reads a WAL in large chunks for a scan.
+type readAhead struct {
+	r     WALReader
+	size  int64
+	bp    *[]byte
+	start int64 // offset of buf[0]
+	n     int64 // bytes valid in buf
+}
+
+// frame returns the fsz bytes at off, or nil when the file ends before.
+func (ra *readAhead) frame(off, fsz int64) []byte {
+	if ra.bp == nil || off < ra.start || off+fsz > ra.start+ra.n {
+		if ra.bp == nil {
+			ra.bp = getBuf(int(ra.size))
+		}
+		n, _ := ra.r.ReadAt((*ra.bp)[:ra.size], off)
+		ra.start, ra.n = off, int64(n)
+		if ra.n < fsz {
+			return nil
+		}
+	}
+	i := off - ra.start
+	return (*ra.bp)[i : i+fsz]
+}
+
+func (ra *readAhead) release() {
+	if ra.bp != nil {
+		putBuf(ra.bp)
+	}
+}
+
+// arena keeps copies of the pages of one transaction, in chunks from the
+// shared buffer pools, up to keepBytes.
+type arena struct {
+	chunks []*[]byte
+	used   int // bytes used in the last chunk
+	total  int
+}
+
+// copy returns a copy of p in the arena, or nil when the arena is full.
+func (a *arena) copy(p []byte) []byte {
+	if a.total+len(p) > keepBytes {
+		return nil
+	}
+	if len(a.chunks) == 0 || a.used+len(p) > arenaChunk {
+		a.chunks = append(a.chunks, getBuf(arenaChunk))
+		a.used = 0
+	}
+	c := *a.chunks[len(a.chunks)-1]
+	dst := c[a.used : a.used+len(p) : a.used+len(p)]
+	copy(dst, p)
+	a.used += len(p)
+	a.total += len(p)
+	return dst
+}
+
+// reset starts a new transaction, keeping one chunk.
+func (a *arena) reset() {
+	for _, c := range a.chunks[min(1, len(a.chunks)):] {
+		putBuf(c)
+	}
+	a.chunks = a.chunks[:min(1, len(a.chunks))]
+	a.used, a.total = 0, 0
+}
+
+func (a *arena) release() {
+	for _, c := range a.chunks {
+		putBuf(c)
+	}
+	a.chunks = nil
 }

@@ -36,6 +36,9 @@ type Stager interface {
 	// Shared coordinates the capture of a database with other processes
 	// staging it (nil: this process is the only one).
 	Shared(db string) capture.Shared
+	// ShipNow ends the database's batch window: what is staged is uploaded
+	// without waiting for the window to end.
+	ShipNow(db string)
 }
 
 // Registry holds the databases of one front end, by name.
@@ -43,6 +46,15 @@ type Registry struct {
 	Stager Stager
 	Log    *slog.Logger
 	Now    func() time.Time
+	// DeferWAL: -wal writes reach the file without the capture core seeing
+	// them (the VFS writing straight to the file); capture happens at the
+	// barriers (capture.DB.SyncWAL). The mount in passthrough needs no flag:
+	// the kernel writes those -wal files without asking it.
+	DeferWAL bool
+	// Poll, if positive, is how often a database with open handles has the
+	// transactions committed in its -wal captured (the batch window of
+	// deferred capture); what a poll captured is shipped at once.
+	Poll time.Duration
 
 	mu  sync.Mutex
 	dbs map[string]*Database
@@ -80,6 +92,7 @@ type Database struct {
 	// resync: the shipper reset the database's staging; the capture core
 	// is replaced by one at the replica's position.
 	resync atomic.Bool
+	poll   *time.Timer // Registry.Poll's timer while handles are open
 }
 
 // Reading a database's replica position is retried with this backoff.
@@ -124,6 +137,10 @@ func (r *Registry) Forget(name string) {
 	r.mu.Unlock()
 	if d != nil {
 		d.mu.Lock()
+		if d.poll != nil {
+			d.poll.Stop()
+			d.poll = nil
+		}
 		d.closeFiles()
 		d.mu.Unlock()
 	}
@@ -154,8 +171,78 @@ func (d *Database) dropIfResync() {
 // Opened counts an open handle on the main file.
 func (d *Database) Opened() {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.opens++
+	if d.opens == 1 && d.r.Poll > 0 && d.poll == nil {
+		d.poll = time.AfterFunc(d.r.Poll, d.pollWAL)
+	}
+}
+
+// pollWAL captures what the -wal committed since the last capture and ships
+// it: the end of a batch window of deferred capture. It runs while the
+// database has open handles (their last close captures too).
+func (d *Database) pollWAL() {
+	d.mu.Lock()
+	if d.opens == 0 || d.poll == nil {
+		d.poll = nil
+		d.mu.Unlock()
+		return
+	}
+	d.dropIfResync()
+	core := d.core
 	d.mu.Unlock()
+	if core != nil {
+		before := core.Pos()
+		if err := core.SyncWAL(); err != nil {
+			d.r.Log.Error("capture of the -wal failed; retried at the next barrier", "db", d.Name, "err", err)
+		}
+		if core.Pos() != before {
+			d.r.Stager.ShipNow(d.Name)
+		}
+	}
+	d.mu.Lock()
+	if d.poll != nil {
+		d.poll.Reset(d.r.Poll)
+	}
+	d.mu.Unlock()
+}
+
+// SyncWAL captures what the -wal committed since the last capture (SQLite
+// fsyncs it, or it is about to change behind the core's back).
+func (d *Database) SyncWAL() error {
+	if d == nil {
+		return nil
+	}
+	if core := d.Core(); core != nil {
+		return core.SyncWAL()
+	}
+	return nil
+}
+
+// CaptureNow starts capturing a database that no handle has open (it
+// captures what its -wal committed since the last capture), then releases
+// its descriptors.
+func (d *Database) CaptureNow() error {
+	core, err := d.Capture(nil)
+	if err == nil && core != nil {
+		err = core.SyncWAL()
+	}
+	d.idle()
+	return err
+}
+
+// Opens returns the number of open handles on the main file.
+func (d *Database) Opens() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.opens
+}
+
+// NotDB reports whether the main file is known not to be a SQLite database.
+func (d *Database) NotDB() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.notDB
 }
 
 // Released counts a closed handle on the main file and reports whether it
@@ -164,6 +251,10 @@ func (d *Database) Released() (last bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.opens--
+	if d.opens == 0 && d.poll != nil {
+		d.poll.Stop()
+		d.poll = nil
+	}
 	return d.opens == 0
 }
 
@@ -519,6 +610,8 @@ func (d *Database) Write(r Role, off int64, data []byte, apply func() error) err
 		return apply()
 	case r == RoleDB:
 		return core.WriteDB(off, int64(len(data)), apply)
+	case r == RoleWAL && d.r.DeferWAL:
+		return apply() // captured at the next barrier
 	case r == RoleWAL:
 		return core.WriteWAL(off, data, apply)
 	case r == RoleJournal:

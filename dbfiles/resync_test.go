@@ -23,6 +23,7 @@ type fakeStager struct {
 	posErr    error
 	resetNext bool // the next Stage answers ErrResync
 	staged    []*capture.Tx
+	shipNow   int // ShipNow calls
 }
 
 func (f *fakeStager) Position(ctx context.Context, db string) (capture.Pos, error) {
@@ -47,6 +48,12 @@ func (f *fakeStager) Stage(db string, tx *capture.Tx) error {
 	}
 	f.staged = append(f.staged, &capture.Tx{TXID: tx.TXID, Full: tx.Full, PreChecksum: tx.PreChecksum})
 	return nil
+}
+
+func (f *fakeStager) ShipNow(db string) {
+	f.mu.Lock()
+	f.shipNow++
+	f.mu.Unlock()
 }
 
 func (f *fakeStager) Sync(db string) error            { return nil }

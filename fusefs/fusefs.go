@@ -17,6 +17,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,11 @@ type Options struct {
 	// (root) reaches the files. By default every user reaches the mount,
 	// and the kernel checks each file's mode bits for each caller.
 	OwnerOnly bool
+	// Capture: how -wal writes are seen (default CaptureAuto).
+	Capture Capture
+	// Window is the batch window: with passthrough, how often the -wal of
+	// an open database is scanned for new commits (default 1s).
+	Window time.Duration
 }
 
 // FS is the state shared by every node of one mount.
@@ -48,6 +54,14 @@ type FS struct {
 	log  *slog.Logger
 
 	reg *dbfiles.Registry // databases by path relative to the root
+
+	// passthrough: -wal files are opened in FUSE passthrough (set once the
+	// kernel accepted a backing file).
+	passthrough atomic.Bool
+	// warnedDirect: a -wal outside the data directory's filesystem is
+	// captured write by write; logged once.
+	warnedDirect atomic.Bool
+	dev          uint64 // the data directory's device
 }
 
 // New returns the filesystem for a data directory.
@@ -62,8 +76,24 @@ func New(opts Options) (*FS, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &FS{opts: opts, root: root, log: opts.Logger, reg: dbfiles.NewRegistry(opts.Stager, opts.Logger, opts.Now)}, nil
+	if opts.Capture == "" {
+		opts.Capture = CaptureAuto
+	}
+	if _, err := ParseCapture(string(opts.Capture)); err != nil {
+		return nil, err
+	}
+	if opts.Window <= 0 {
+		opts.Window = time.Second
+	}
+	reg := dbfiles.NewRegistry(opts.Stager, opts.Logger, opts.Now)
+	if opts.Capture != CaptureWrite {
+		reg.Poll = opts.Window
+	}
+	return &FS{opts: opts, root: root, log: opts.Logger, reg: reg}, nil
 }
+
+// Passthrough reports whether -wal files are opened in passthrough.
+func (w *FS) Passthrough() bool { return w.passthrough.Load() }
 
 // maxWrite is the largest WRITE request the kernel sends: SQLite's largest
 // write (a 64 KiB page) in one request. go-fuse keeps one buffer of this size
@@ -77,6 +107,8 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 	if err := syscall.Stat(w.root, &st); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", w.root, err)
 	}
+	w.dev = uint64(st.Dev)
+	w.captureExisting()
 	lroot := &fs.LoopbackRoot{Path: w.root, Dev: uint64(st.Dev)}
 	lroot.NewNode = func(rd *fs.LoopbackRoot, parent *fs.Inode, name string, st *syscall.Stat_t) fs.InodeEmbedder {
 		return &node{LoopbackNode: fs.LoopbackNode{RootData: rd}, w: w}
@@ -102,7 +134,25 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 		// 0 and an owner stays the owner, for the kernel's checks.
 		NullPermissions: true,
 	}
-	return fs.Mount(mountpoint, rootNode, opts)
+	srv, err := fs.Mount(mountpoint, rootNode, opts)
+	if err != nil {
+		return nil, err
+	}
+	if w.opts.Capture == CaptureWrite {
+		w.log.Info("capturing every -wal write (--capture=write)")
+		return srv, nil
+	}
+	if err := w.probePassthrough(srv); err != nil {
+		if w.opts.Capture == CapturePassthrough {
+			_ = srv.Unmount()
+			return nil, fmt.Errorf("--capture=passthrough: FUSE passthrough is not available: %w", err)
+		}
+		w.log.Warn("FUSE passthrough is not available: capturing every -wal write instead (slower)", "reason", err)
+		return srv, nil
+	}
+	w.passthrough.Store(true)
+	w.log.Info("-wal files in FUSE passthrough: transactions are captured at fsync, checkpoint, window end and close")
+	return srv, nil
 }
 
 // node is a file or directory of the mount.
@@ -248,7 +298,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	ch := n.newChild(ctx, &st)
 	out.FromStat(&st)
-	h, errno := n.w.newHandle(fd, d, r)
+	h, errno := n.w.newHandle(fd, d, r, &st)
 	if errno != 0 {
 		syscall.Close(fd)
 		return nil, nil, 0, errno
@@ -259,7 +309,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			return nil, nil, 0, errno
 		}
 	}
-	return ch, h, openFlags(r), 0
+	return ch, h, h.openFlags(), 0
 }
 
 // Open opens a file.
@@ -276,7 +326,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, fs.ToErrno(err)
 	}
-	h, errno := n.w.newHandle(fd, d, r)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		syscall.Close(fd)
+		return nil, 0, fs.ToErrno(err)
+	}
+	h, errno := n.w.newHandle(fd, d, r, &st)
 	if errno != 0 {
 		syscall.Close(fd)
 		return nil, 0, errno
@@ -287,7 +342,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
-	return h, openFlags(r), 0
+	return h, h.openFlags(), 0
+}
+
+// samePassthroughFS reports whether a file is on the data directory's
+// filesystem, the one the passthrough probe succeeded on.
+func (w *FS) samePassthroughFS(st *syscall.Stat_t) bool {
+	return uint64(st.Dev) == w.dev
 }
 
 // openFlags: the kernel page cache is kept across opens (every change goes
@@ -295,9 +356,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // each write(2) as one request instead of splitting the page that follows
 // a frame header at page-cache boundaries (3 round trips per frame become
 // 2); SQLite never maps the -wal, and reads WAL frames only for pages it
-// does not have cached.
-func openFlags(r dbfiles.Role) uint32 {
-	if r == dbfiles.RoleWAL {
+// does not have cached. In passthrough (go-fuse adds the flag) the kernel
+// reads and writes the file directly; direct I/O would override it.
+func (h *handle) openFlags() uint32 {
+	switch {
+	case h.passthrough:
+		return 0
+	case h.role == dbfiles.RoleWAL:
 		return fuse.FOPEN_DIRECT_IO
 	}
 	return fuse.FOPEN_KEEP_CACHE
@@ -314,6 +379,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	d := n.w.reg.Get(base, filepath.Join(n.w.root, base))
 	if r == dbfiles.RoleDB {
+		if err := d.SyncWAL(); err != nil {
+			return n.w.errno(d, err) // its -wal's commits are captured first
+		}
 		err := unlink()
 		if err == nil {
 			n.w.reg.Forget(base)
@@ -339,6 +407,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	from, to := n.rel(name), np.rel(newName)
 	for _, rel := range []string{from, to} {
 		if base, r := dbfiles.Classify(rel); r != dbfiles.RolePlain {
+			// What a -wal renamed away or replaced committed is captured
+			// before it moves.
+			if err := n.w.reg.Get(base, filepath.Join(n.w.root, base)).SyncWAL(); err != nil {
+				return n.w.errno(nil, err)
+			}
 			n.w.reg.Forget(base)
 		}
 	}

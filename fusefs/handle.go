@@ -18,6 +18,8 @@ type handle struct {
 	w    *FS
 	db   *dbfiles.Database // nil for plain files
 	role dbfiles.Role
+	// passthrough: the kernel is asked to read and write the file directly.
+	passthrough bool
 }
 
 var (
@@ -31,11 +33,29 @@ var (
 	_ fs.FileAllocater = (*handle)(nil)
 )
 
-func (w *FS) newHandle(fd int, d *dbfiles.Database, r dbfiles.Role) (*handle, syscall.Errno) {
+func (w *FS) newHandle(fd int, d *dbfiles.Database, r dbfiles.Role, st *syscall.Stat_t) (*handle, syscall.Errno) {
 	if err := d.Open(r); err != nil {
 		return nil, w.errno(d, err)
 	}
-	return &handle{fd: fd, w: w, db: d, role: r}, 0
+	h := &handle{fd: fd, w: w, db: d, role: r}
+	if w.passthrough.Load() && !w.samePassthroughFS(st) {
+		// On another filesystem than the data directory's (something
+		// mounted inside it): the kernel may refuse it as a backing file,
+		// and go-fuse would then stop passthrough for the whole mount.
+		if r == dbfiles.RoleWAL && !w.warnedDirect.Swap(true) {
+			w.log.Warn("a -wal on another filesystem than the data directory: its writes are captured one by one", "db", d.Name)
+		}
+	} else if w.passthrough.Load() {
+		switch {
+		case r == dbfiles.RoleWAL:
+			h.passthrough = true
+		case r == dbfiles.RoleDB && d.NotDB() && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink == 1 && d.Opens() == 1:
+			// A file that is not a database, opened by no one else: the
+			// kernel refuses a passthrough open beside cached ones.
+			h.passthrough = true
+		}
+	}
+	return h, 0
 }
 
 func (h *handle) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -79,6 +99,13 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := syscall.Fsync(h.fd); err != nil {
 		return fs.ToErrno(err)
+	}
+	if h.role == dbfiles.RoleWAL {
+		// SQLite makes a commit durable: under synchronous=FULL it does not
+		// return before its transaction is captured.
+		if err := h.db.SyncWAL(); err != nil {
+			return h.w.errno(h.db, err)
+		}
 	}
 	if h.db != nil && h.db.Core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.

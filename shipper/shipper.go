@@ -370,12 +370,31 @@ func (s *Shipper) schedule(st *stage, after time.Duration) {
 	if queued {
 		return
 	}
-	time.AfterFunc(after, func() {
+	t := time.AfterFunc(after, func() {
 		select {
 		case s.work <- st:
 		case <-s.stop:
 		}
 	})
+	st.mu.Lock()
+	st.timer = t
+	st.mu.Unlock()
+}
+
+// ShipNow ends a database's batch window now: what is staged is sealed and
+// uploaded without waiting (deferred capture polls once per window, so its
+// batch is complete when the poll has captured it).
+func (s *Shipper) ShipNow(db string) {
+	st, err := s.stage(db)
+	if err != nil {
+		return // Stage reported it; the next window ships
+	}
+	st.mu.Lock()
+	if st.queued && st.failures == 0 && st.timer != nil && st.timer.Stop() {
+		st.queued = false // the waiting window, cut short
+	}
+	st.mu.Unlock()
+	s.schedule(st, 0)
 }
 
 func (s *Shipper) worker() {
@@ -869,6 +888,7 @@ type stage struct {
 	stagedBytes *atomic.Int64 // the shipper's total
 	failures    int           // failed shipments in a row
 	queued      bool          // a shipment is scheduled
+	timer       *time.Timer   // the scheduled shipment's, while it waits
 	verified    bool          // compared with the replica in this run
 	resync      bool          // staged work was set aside: the capture must start again
 

@@ -36,6 +36,7 @@ func newMountCmd() *cobra.Command {
 		maxStagingMB int64
 		memLimitMB   int64
 		ownerOnly    bool
+		captureMode  string
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -47,7 +48,11 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			setMemoryLimit(cmd, memLimitMB)
-			return runMount(args[0], dataDir, replicaURL, ownerOnly, shipper.Options{
+			capture, err := fusefs.ParseCapture(captureMode)
+			if err != nil {
+				return fmt.Errorf("--capture: %w", err)
+			}
+			return runMount(args[0], dataDir, replicaURL, ownerOnly, capture, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
 				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention,
 				MaxStaging: maxStagingMB << 20,
@@ -65,6 +70,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	cmd.Flags().Int64Var(&memLimitMB, "memory-limit-mb", 24, "soft limit of the Go heap and runtime in MiB: the garbage collector works harder near it, it never fails an operation (0: none; GOMEMLIMIT, if set, wins over the default)")
 	cmd.Flags().BoolVar(&ownerOnly, "owner-only", false, "only the user running walsync may use the mount (no allow_other); by default every user may, where the files' modes let them")
+	cmd.Flags().StringVar(&captureMode, "capture", "auto", "how -wal writes are captured: passthrough (the kernel writes -wal files directly; commits are captured at fsync, checkpoint, batch window end and close), write (every write passes through walsync; each commit is captured before its write returns), auto (passthrough where the kernel and privileges allow)")
 	_ = cmd.MarkFlagRequired("data")
 	_ = cmd.MarkFlagRequired("replica")
 	return cmd
@@ -103,7 +109,7 @@ func memoryLimit(floor int64, live uint64) int64 {
 	return max(floor, 2*int64(live)+8<<20)
 }
 
-func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, opts shipper.Options) error {
+func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fusefs.Capture, opts shipper.Options) error {
 	mountpoint, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -138,7 +144,8 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, opts shipp
 	if err != nil {
 		return fmt.Errorf("--data %s: %w", dataDir, err)
 	}
-	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager, OwnerOnly: ownerOnly})
+	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager, OwnerOnly: ownerOnly,
+		Capture: capture, Window: opts.SyncInterval})
 	if err != nil {
 		return err
 	}
