@@ -267,4 +267,3 @@ func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 	}
 	return d.emit(changes, commit)
 }
-

@@ -269,4 +269,3 @@ func (d *DB) barrier() error {
 	}
 	return d.locked(func() error { return d.scanWAL(0, nil, false) })
 }
-
