@@ -502,6 +502,7 @@ type harness struct {
 	// deferWAL: WAL writes go to the file without the DB seeing them (FUSE
 	// passthrough, the VFS); SyncWAL and the other barriers capture them.
 	deferWAL bool
+	clock    time.Duration // added to the DB's clock
 }
 
 func newHarness(t testing.TB, files *memFiles) *harness {
@@ -522,7 +523,7 @@ func (h *harness) config(pos capture.Pos) capture.Config {
 		Name:  "test.db",
 		Files: h.files,
 		Pos:   pos,
-		Now:   func() time.Time { return time.UnixMilli(1700000000000) },
+		Now:   func() time.Time { return time.UnixMilli(1700000000000).Add(h.clock) },
 		Sink:  h.sink,
 		Sums:  h.sums,
 		Warn: func(msg string) {

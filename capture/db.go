@@ -11,15 +11,29 @@
 //
 //   - WAL: a frame with a non-zero "database size after commit" whose salts
 //     match the WAL header and whose running checksum is valid (exactly the
-//     frames SQLite's own recovery would keep). Checked after each WAL write
-//     that ends in such a frame. Writes to the database file while a WAL is in
-//     use are checkpoints and produce nothing.
+//     frames SQLite's own recovery would keep; WALCursor reads them). Either
+//     each WAL write is reported (WriteWAL) and the write that completes a
+//     commit frame captures its transaction, or the -wal is written behind
+//     the core's back (FUSE passthrough, the VFS) and SyncWAL, the barrier,
+//     captures every transaction committed since the last capture, each
+//     with its own TXID. The core itself runs the barrier before anything
+//     that can make a frame disappear: a write to or truncation of the
+//     database file in WAL mode (a checkpoint), a truncation or removal of
+//     the -wal; the front end adds the -wal's fsync, the end of each batch
+//     window and the last close. SQLite overwrites frames only after a
+//     checkpoint has copied all of them into the database file, and that
+//     checkpoint's first write waited for the barrier: no committed frame
+//     can be lost. A checkpoint's writes produce no transaction.
 //   - Rollback journal (DELETE, TRUNCATE, PERSIST, and exclusive locking):
 //     pages written to the database while the journal is live are dirty; the
 //     journal being deleted, truncated or having its header zeroed ends the
 //     transaction. The dirty pages are then read back and compared with the
 //     per-page checksums of the last captured state, so a ROLLBACK (which
 //     restores the original pages before ending the journal) ships nothing.
+//
+// Open (and a rebuild of lost state) replays the database file and then each
+// transaction of its WAL, and captures, one by one, those committed after the
+// last captured position (see establish).
 //
 // The database checksum is LTX's: CRC-64/ISO of each page with its page number,
 // XORed over all pages but the lock page, kept incrementally per page.
@@ -128,6 +142,12 @@ var ErrNotDatabase = errors.New("not a SQLite database")
 // opens a new DB at that position, which ships the database whole.
 var ErrResync = errors.New("staging was reset: the capture must start again from the replica's position")
 
+// ErrUnstaged is returned by a stager whose batch of staged transactions
+// (see the shipper's Batch) could not be written after the core took them
+// as staged: the core is ahead of staging and must be replaced by one
+// opened at the staged position, which captures them again.
+var ErrUnstaged = errors.New("captured transactions could not be written to staging")
+
 // DB is the capture state machine of one database. Its methods are safe for
 // concurrent use; they are serialized internally.
 type DB struct {
@@ -152,6 +172,12 @@ type DB struct {
 	unjournaled bool // database written with neither a live journal nor WAL
 	warnedMode  bool // warned of journal_mode OFF or MEMORY
 	warnedCopy  bool // warned of a WAL-mode database written outside SQLite
+
+	// A failed barrier is not tried again before barrierRetry (it would
+	// scan the same frames again and again while staging is failing).
+	barrierErr     error
+	barrierRetry   time.Time
+	barrierBackoff time.Duration
 
 	walWritten   int64 // end of the WAL bytes known to be written (on disk at establish, or by writes since)
 	lastFrameOff int64 // offset of the frame whose header is in lastFrameHdr

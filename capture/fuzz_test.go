@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/capture"
@@ -257,7 +258,12 @@ func runFuzz(t *testing.T, in []byte) {
 				f.call("sync wal", f.h.db.SyncWAL)
 				f.h.failOnce = false
 				if f.failed {
+					// A failed barrier fails at once until its backoff ends.
 					f.op("sync-failed")
+					if err := f.h.db.SyncWAL(); !errors.Is(err, errBoom) {
+						f.fatalf("a barrier right after a failed one returned %v, want the same failure", err)
+					}
+					f.h.clock += 3 * time.Second
 					f.call("sync wal again", f.h.db.SyncWAL)
 				}
 			}

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/superfly/ltx"
 )
@@ -235,8 +236,30 @@ func (d *DB) SyncWAL() error {
 	return d.barrier()
 }
 
+// Failed barriers are retried after a backoff from minBarrierBackoff to
+// maxBarrierBackoff; until then they fail at once with the same error.
+const (
+	minBarrierBackoff = 50 * time.Millisecond
+	maxBarrierBackoff = 2 * time.Second
+)
+
 // barrier is SyncWAL with d.mu held.
 func (d *DB) barrier() error {
+	if d.barrierErr != nil && d.cfg.Now().Before(d.barrierRetry) {
+		return d.barrierErr
+	}
+	err := d.syncWAL()
+	if err != nil {
+		d.barrierBackoff = min(max(2*d.barrierBackoff, minBarrierBackoff), maxBarrierBackoff)
+		d.barrierErr, d.barrierRetry = err, d.cfg.Now().Add(d.barrierBackoff)
+		return err
+	}
+	d.barrierErr, d.barrierBackoff = nil, 0
+	return nil
+}
+
+// syncWAL captures what the -wal committed since the last capture.
+func (d *DB) syncWAL() error {
 	if d.journalLive {
 		return nil // a rollback-journal transaction: no WAL to read
 	}

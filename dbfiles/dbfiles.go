@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,11 @@ type Stager interface {
 	// ShipNow ends the database's batch window: what is staged is uploaded
 	// without waiting for the window to end.
 	ShipNow(db string)
+	// Batch runs fn, which may stage many transactions (a barrier of
+	// deferred capture), and writes them to staging together before it
+	// returns. On a failed write the staged position goes back to the last
+	// transaction written: the caller captures again from Position.
+	Batch(db string, fn func() error) error
 }
 
 // Registry holds the databases of one front end, by name.
@@ -93,7 +99,20 @@ type Database struct {
 	// is replaced by one at the replica's position.
 	resync atomic.Bool
 	poll   *time.Timer // Registry.Poll's timer while handles are open
+	// pollEvery is the current poll interval: short while the -wal keeps
+	// growing, doubling back to Registry.Poll when it does not.
+	pollEvery time.Duration
 }
+
+// Deferred capture polls a database whose -wal keeps growing every
+// minPoll, so that capture runs beside the writer and a checkpoint finds
+// little left to capture; the interval doubles back to Registry.Poll when
+// nothing new is found. Commits found after a wait of shipNowAfter or more
+// may be that old: they are shipped at once rather than after a window.
+const (
+	minPoll      = 2 * time.Millisecond
+	shipNowAfter = 100 * time.Millisecond
+)
 
 // Reading a database's replica position is retried with this backoff.
 const (
@@ -174,7 +193,8 @@ func (d *Database) Opened() {
 	defer d.mu.Unlock()
 	d.opens++
 	if d.opens == 1 && d.r.Poll > 0 && d.poll == nil {
-		d.poll = time.AfterFunc(d.r.Poll, d.pollWAL)
+		d.pollEvery = d.r.Poll
+		d.poll = time.AfterFunc(d.pollEvery, d.pollWAL)
 	}
 }
 
@@ -189,20 +209,27 @@ func (d *Database) pollWAL() {
 		return
 	}
 	d.dropIfResync()
-	core := d.core
+	core, waited := d.core, d.pollEvery
 	d.mu.Unlock()
+	found := false
 	if core != nil {
 		before := core.Pos()
-		if err := core.SyncWAL(); err != nil {
+		if err := d.batch(core, core.SyncWAL); err != nil {
 			d.r.Log.Error("capture of the -wal failed; retried at the next barrier", "db", d.Name, "err", err)
 		}
-		if core.Pos() != before {
+		found = core.Pos() != before
+		if found && waited >= shipNowAfter {
 			d.r.Stager.ShipNow(d.Name)
 		}
 	}
 	d.mu.Lock()
+	if found {
+		d.pollEvery = min(minPoll, d.r.Poll)
+	} else {
+		d.pollEvery = min(2*d.pollEvery, d.r.Poll)
+	}
 	if d.poll != nil {
-		d.poll.Reset(d.r.Poll)
+		d.poll.Reset(d.pollEvery)
 	}
 	d.mu.Unlock()
 }
@@ -214,18 +241,46 @@ func (d *Database) SyncWAL() error {
 		return nil
 	}
 	if core := d.Core(); core != nil {
-		return core.SyncWAL()
+		return d.batch(core, core.SyncWAL)
 	}
 	return nil
 }
 
+// batch runs fn, a call of core that may capture many transactions, with
+// their staging written at once (Stager.Batch). If what the core took as
+// staged could not be written (capture.ErrUnstaged), the core is dropped:
+// the next operation captures again from the staged position.
+func (d *Database) batch(core *capture.DB, fn func() error) error {
+	before := core.Pos()
+	err := d.r.Stager.Batch(d.Name, fn)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if errors.Is(err, capture.ErrUnstaged) && d.core == core {
+		d.core = nil
+		d.retryAt = d.r.Now()
+	}
+	if err == nil && d.poll != nil && d.pollEvery > minPoll && core.Pos() != before {
+		// The -wal is being written: poll it often, so capture runs beside
+		// the writer instead of in its next checkpoint.
+		d.pollEvery = minPoll
+		d.poll.Reset(d.pollEvery)
+	}
+	return err
+}
+
 // CaptureNow starts capturing a database that no handle has open (it
 // captures what its -wal committed since the last capture), then releases
-// its descriptors.
+// its descriptors. What it captured is shipped at once: it may be old.
 func (d *Database) CaptureNow() error {
+	ctx, cancel := context.WithTimeout(context.Background(), posTimeout)
+	before, perr := d.r.Stager.Position(ctx, d.Name)
+	cancel()
 	core, err := d.Capture(nil)
 	if err == nil && core != nil {
-		err = core.SyncWAL()
+		err = d.batch(core, core.SyncWAL)
+		if perr == nil && core.Pos() != before {
+			d.r.Stager.ShipNow(d.Name)
+		}
 	}
 	d.idle()
 	return err
@@ -310,8 +365,9 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		d.r.Log.Info("replica position read: capturing again", "db", d.Name, "txid", pos.TXID)
 		d.retryAt, d.backoff = time.Time{}, 0
 	}
+	shared := d.r.Stager.Shared(d.Name)
 	if d.sums == nil {
-		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums")}
+		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums"), Cache: shared == nil}
 	}
 	core, err := capture.Open(capture.Config{
 		Name:   d.Name,
@@ -320,7 +376,7 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		Pos:    pos,
 		Now:    d.r.Now,
 		Sink:   d.stage,
-		Shared: d.r.Stager.Shared(d.Name),
+		Shared: shared,
 		Warn:   func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
 	})
 	if errors.Is(err, capture.ErrNotDatabase) {
@@ -459,12 +515,28 @@ func (f *Files) Size(k capture.Kind) int64 {
 // SumsFile is a capture.Sums in a file, 8 bytes per page (big-endian), so a
 // database's page checksums live in the page cache, not in the heap. Its
 // content is rebuilt when a capture core opens; it is opened on first use.
+//
+// With Cache, the checksums of recently captured pages are also kept in
+// memory (a few thousand at most) and written back when there are too many
+// or the database goes idle: a busy database's captures make no system call
+// for them. A crash loses nothing: the file is rebuilt at the next start.
+// Not for a file other processes read (shared staging).
 type SumsFile struct {
-	Path string
+	Path  string
+	Cache bool
 
-	mu sync.Mutex
-	f  *os.File
+	mu    sync.Mutex
+	f     *os.File
+	cache map[uint32]sumEntry
 }
+
+type sumEntry struct {
+	sum   ltx.Checksum
+	dirty bool
+}
+
+// maxCachedSums bounds the in-memory checksums of one database.
+const maxCachedSums = 2048
 
 func (s *SumsFile) file() (*os.File, error) {
 	if s.f != nil {
@@ -484,6 +556,36 @@ func (s *SumsFile) file() (*os.File, error) {
 func (s *SumsFile) ReadSums(first uint32, dst []ltx.Checksum) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cache != nil {
+		hit := true
+		for i := range dst {
+			e, ok := s.cache[first+uint32(i)]
+			if !ok {
+				hit = false
+				break
+			}
+			dst[i] = e.sum
+		}
+		if hit {
+			return nil
+		}
+	}
+	if err := s.readFile(first, dst); err != nil {
+		return err
+	}
+	if s.cache != nil {
+		for i := range dst {
+			if e, ok := s.cache[first+uint32(i)]; ok {
+				dst[i] = e.sum // newer than the file
+			} else if len(s.cache) < maxCachedSums {
+				s.cache[first+uint32(i)] = sumEntry{sum: dst[i]}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *SumsFile) readFile(first uint32, dst []ltx.Checksum) error {
 	f, err := s.file()
 	if err != nil {
 		return err
@@ -508,6 +610,27 @@ func (s *SumsFile) ReadSums(first uint32, dst []ltx.Checksum) error {
 func (s *SumsFile) WriteSums(first uint32, src []ltx.Checksum) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.Cache && s.cache == nil {
+		s.cache = map[uint32]sumEntry{}
+	}
+	if s.cache != nil && len(src) <= maxCachedSums/4 {
+		if len(s.cache)+len(src) > maxCachedSums {
+			if err := s.flushLocked(); err != nil {
+				return err
+			}
+		}
+		for i, c := range src {
+			s.cache[first+uint32(i)] = sumEntry{sum: c, dirty: true}
+		}
+		return nil
+	}
+	for i := range src {
+		delete(s.cache, first+uint32(i)) // the file has the newer one
+	}
+	return s.writeFile(first, src)
+}
+
+func (s *SumsFile) writeFile(first uint32, src []ltx.Checksum) error {
 	f, err := s.file()
 	if err != nil {
 		return err
@@ -525,9 +648,45 @@ func (s *SumsFile) WriteSums(first uint32, src []ltx.Checksum) error {
 	return err
 }
 
+// flushLocked writes the dirty cached checksums to the file and empties
+// the cache; s.mu is held.
+func (s *SumsFile) flushLocked() error {
+	if len(s.cache) == 0 {
+		return nil
+	}
+	pgnos := make([]uint32, 0, len(s.cache))
+	for p, e := range s.cache {
+		if e.dirty {
+			pgnos = append(pgnos, p)
+		}
+	}
+	slices.Sort(pgnos)
+	for i := 0; i < len(pgnos); {
+		j := i + 1
+		for j < len(pgnos) && pgnos[j] == pgnos[j-1]+1 {
+			j++
+		}
+		run := make([]ltx.Checksum, j-i)
+		for k := range run {
+			run[k] = s.cache[pgnos[i+k]].sum
+		}
+		if err := s.writeFile(pgnos[i], run); err != nil {
+			return err
+		}
+		i = j
+	}
+	clear(s.cache)
+	return nil
+}
+
 func (s *SumsFile) TruncateSums(n uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for p := range s.cache {
+		if p > n {
+			delete(s.cache, p)
+		}
+	}
 	f, err := s.file()
 	if err != nil {
 		return err
@@ -535,14 +694,18 @@ func (s *SumsFile) TruncateSums(n uint32) error {
 	return f.Truncate(8 * int64(n))
 }
 
-// Close releases the descriptor; the next call opens it again.
-func (s *SumsFile) Close() {
+// Close writes back the cached checksums and releases the descriptor and
+// the cache; the next call opens it again.
+func (s *SumsFile) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	err := s.flushLocked()
+	s.cache = nil
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil
 	}
+	return err
 }
 
 // Role is what a file is to a database.
@@ -609,7 +772,8 @@ func (d *Database) Write(r Role, off int64, data []byte, apply func() error) err
 	case core == nil:
 		return apply()
 	case r == RoleDB:
-		return core.WriteDB(off, int64(len(data)), apply)
+		// In WAL mode a checkpoint's write: it waits for the barrier.
+		return d.batch(core, func() error { return core.WriteDB(off, int64(len(data)), apply) })
 	case r == RoleWAL && d.r.DeferWAL:
 		return apply() // captured at the next barrier
 	case r == RoleWAL:
@@ -630,11 +794,11 @@ func (d *Database) Truncate(r Role, size int64, apply func() error) error {
 	case core == nil:
 		return apply()
 	case r == RoleWAL:
-		return core.TruncateWAL(size, apply)
+		return d.batch(core, func() error { return core.TruncateWAL(size, apply) })
 	case r == RoleJournal:
 		return core.TruncateJournal(size, apply)
 	case r == RoleDB:
-		return core.TruncateDB(size, apply)
+		return d.batch(core, func() error { return core.TruncateDB(size, apply) })
 	}
 	return apply()
 }
@@ -651,7 +815,7 @@ func (d *Database) Remove(r Role, apply func() error) error {
 	case core == nil:
 		return apply()
 	case r == RoleWAL:
-		return core.RemoveWAL(apply)
+		return d.batch(core, func() error { return core.RemoveWAL(apply) })
 	case r == RoleJournal:
 		return core.RemoveJournal(apply)
 	}
@@ -687,7 +851,7 @@ func (d *Database) Close(r Role) (last bool, err error) {
 	core := d.Core()
 	last = d.Released()
 	if last && core != nil {
-		err = core.Closed()
+		err = d.batch(core, core.Closed)
 	}
 	if last {
 		d.idle()
@@ -710,6 +874,11 @@ func (d *Database) idle() {
 func (d *Database) closeFiles() {
 	d.Files.CloseAll()
 	if d.sums != nil {
-		d.sums.Close()
+		if err := d.sums.Close(); err != nil {
+			// The file is stale: the next capture core rebuilds it from
+			// the database and the staged position.
+			d.r.Log.Warn("cannot write back page checksums", "db", d.Name, "err", err)
+			d.core = nil
+		}
 	}
 }

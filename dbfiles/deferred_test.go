@@ -32,7 +32,7 @@ func TestDeferredWALPolled(t *testing.T) {
 	}
 	st := &fakeStager{dir: dir, positions: []capture.Pos{{}}}
 	reg := NewRegistry(st, nil, nil)
-	reg.DeferWAL, reg.Poll = true, 50*time.Millisecond
+	reg.DeferWAL, reg.Poll = true, 150*time.Millisecond
 	d := reg.Get("x.db", path)
 	if err := d.Open(RoleDB); err != nil {
 		t.Fatal(err)

@@ -56,6 +56,8 @@ func (f *fakeStager) ShipNow(db string) {
 	f.mu.Unlock()
 }
 
+func (f *fakeStager) Batch(db string, fn func() error) error { return fn() }
+
 func (f *fakeStager) Sync(db string) error            { return nil }
 func (f *fakeStager) Shared(db string) capture.Shared { return nil }
 func (f *fakeStager) StateDir(db string) string       { return filepath.Join(f.dir, "state", db) }

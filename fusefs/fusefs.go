@@ -1,12 +1,22 @@
 // Package fusefs is the FUSE front end: a passthrough filesystem over a data
 // directory that reports every write, truncation and deletion of a SQLite
-// database, its -wal and its -journal to the capture core, so any program in
-// any language that opens a database under the mount is captured.
+// database and its -journal to the capture core, so any program in any
+// language that opens a database under the mount is captured.
 //
 // A file is captured as a database when it starts with the SQLite header (or
 // is created empty and its first write is a SQLite page 1). Other files,
 // including -shm files, pass straight through. The staging directory inside
 // the data directory is hidden from the mount.
+//
+// -wal files are opened in kernel passthrough when the kernel allows it
+// (Capture): the kernel writes them without a round trip to walsync, and
+// their commits are captured at barriers (capture.DB.SyncWAL): the -wal's
+// fsync, every checkpoint write to the database file, the -wal's truncation,
+// removal or renaming, a poll once per batch window (more often while the
+// -wal grows), the last close, and walsync's start (captureExisting). Files
+// that are not databases are in passthrough too. Otherwise (CaptureWrite, or
+// a kernel or data directory that refuses passthrough) every -wal write is
+// reported and captured before it returns.
 package fusefs
 
 import (

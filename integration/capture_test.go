@@ -33,19 +33,26 @@ const rolledBackMarker = "ROLLED-BACK"
 // setting and page size, and checks that every state the application
 // committed can be restored by TXID, in order, that every TXID restores to a
 // sound database, and that nothing rolled back is ever on the replica.
+//
+// It runs in both capture modes of the mount: passthrough (commits captured
+// at barriers) and write (every write seen).
 func TestCaptureScenarios(t *testing.T) {
-	m := newMount(t)
-	for _, jm := range journalModes {
-		for _, sync := range []string{"OFF", "NORMAL", "FULL"} {
-			for _, ps := range []int{1024, 4096, 65536} {
-				name := fmt.Sprintf("%s/sync=%s/page=%d", jm.name, sync, ps)
-				rel := fmt.Sprintf("scen/%s-%s-%d.db", jm.name, sync, ps)
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					runScenario(t, m, rel, jm, sync, ps)
-				})
+	for _, mode := range captureModes {
+		t.Run(mode, func(t *testing.T) {
+			m := newModeMount(t, mode)
+			for _, jm := range journalModes {
+				for _, sync := range []string{"OFF", "NORMAL", "FULL"} {
+					for _, ps := range []int{1024, 4096, 65536} {
+						name := fmt.Sprintf("%s/sync=%s/page=%d", jm.name, sync, ps)
+						rel := fmt.Sprintf("scen/%s-%s-%d.db", jm.name, sync, ps)
+						t.Run(name, func(t *testing.T) {
+							t.Parallel()
+							runScenario(t, m, rel, jm, sync, ps)
+						})
+					}
+				}
 			}
-		}
+		})
 	}
 }
 

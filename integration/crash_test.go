@@ -17,9 +17,10 @@ import (
 // transaction the application saw committed is on the replica, that nothing
 // rolled back is, and that the replica restores to exactly what SQLite has.
 func TestKill9MidWorkload(t *testing.T) {
-	for _, mode := range []string{"WAL", "DELETE"} {
-		t.Run(mode, func(t *testing.T) {
-			m := newMount(t)
+	for _, c := range []struct{ capture, mode string }{{"passthrough", "WAL"}, {"write", "WAL"}, {"passthrough", "DELETE"}} {
+		capture, mode := c.capture, c.mode
+		t.Run(capture+"/"+mode, func(t *testing.T) {
+			m := newModeMount(t, capture)
 			rel := "crash/app.db"
 			db := openDB(t, m.path(rel), "journal_mode="+mode, "cache_size=2")
 			mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")

@@ -757,9 +757,9 @@ const maxInMemoryBuild = 64 << 20
 
 func (st *stage) encodeLTX(f *os.File, recs []storage.TxRecord, snapshot, onDisk bool) (uploadFile, error) {
 	first, last := recs[0], recs[len(recs)-1]
-	pages := 0
+	pages := 0 // the index holds a word per page number
 	for _, r := range recs {
-		pages += int(r.PageCount)
+		pages = max(pages, int(r.Commit))
 	}
 	indexPages, spillDir := pages, st.dir
 	if !onDisk {
@@ -871,14 +871,20 @@ type stage struct {
 
 	shipMu sync.Mutex // one upload of this database at a time
 
-	mu        sync.Mutex
-	pending   *os.File
-	size      int64            // valid bytes in pending
-	unsynced  bool             // appended to since pending was last fsynced
-	pos       capture.Pos      // last staged
-	known     bool             // pos comes from this staging
-	shipped   capture.Pos      // last uploaded
-	compacted map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
+	mu       sync.Mutex
+	pending  *os.File
+	size     int64 // valid bytes in pending
+	unsynced bool  // appended to since pending was last fsynced
+	// Batch: while batching > 0, appended records collect in batchBuf and
+	// are written to pending with one write; writtenPos is the position of
+	// the last record written.
+	batching   int
+	batchBuf   []byte
+	writtenPos capture.Pos
+	pos        capture.Pos      // last staged
+	known      bool             // pos comes from this staging
+	shipped    capture.Pos      // last uploaded
+	compacted  map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
 	// newFiles counts, per level, the files this run wrote there since the
 	// last compaction into the level above (absent: unknown, e.g. after a
 	// restart). A level above one that got fewer than two has nothing to
@@ -1101,29 +1107,43 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		}
 		return false, fmt.Errorf("transaction %d of %s does not follow staged position %d", tx.TXID, st.db, st.pos.TXID)
 	}
-	if st.pending == nil {
-		if err := os.MkdirAll(st.dir, dirMode); err != nil {
-			return false, err
-		}
-		if err := st.reserveShipped(); err != nil {
-			return false, err
-		}
-		f, err := os.OpenFile(filepath.Join(st.dir, "pending"), os.O_RDWR|os.O_CREATE, fileMode)
-		if err != nil {
-			return false, err
-		}
-		end, err := validEnd(f)
-		if err != nil {
-			f.Close()
-			return false, err
-		}
-		st.pending, st.size = f, end
+	if err := st.openPending(); err != nil {
+		return false, err
 	}
-	first = st.size == 0
 	rec := storage.TxRecord{
 		TXID: tx.TXID, PageSize: tx.PageSize, Commit: tx.Commit, PageCount: uint32(tx.PageCount()),
 		Pre: tx.PreChecksum, Post: tx.PostChecksum, Timestamp: tx.Timestamp.UnixMilli(),
 	}
+	pos := capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
+	if st.batching > 0 {
+		// Kept for one write at the end of the batch.
+		if st.batchBuf == nil {
+			st.batchBuf = (*batchBufs.Get().(*[]byte))[:0]
+		}
+		n0 := len(st.batchBuf)
+		bb := bytes.NewBuffer(st.batchBuf)
+		bw := getBufWriter(bb)
+		rw, err := storage.NewTxRecordWriter(bw, rec)
+		if err == nil {
+			err = tx.ForEachPage(rw.WritePage)
+		}
+		if err == nil {
+			err = rw.Close()
+		}
+		putBufWriter(bw)
+		if err != nil {
+			st.batchBuf = bb.Bytes()[:n0]
+			return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
+		}
+		st.batchBuf = bb.Bytes()
+		st.pos, st.known = pos, true
+		if len(st.batchBuf) >= maxBatchBuf {
+			first, err := st.writeBatchLocked()
+			return first, err
+		}
+		return false, nil
+	}
+	first = st.size == 0
 	bw := getBufWriter(io.NewOffsetWriter(st.pending, st.size))
 	defer putBufWriter(bw)
 	rw, err := storage.NewTxRecordWriter(bw, rec)
@@ -1147,7 +1167,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	st.size += rec.Size()
 	st.unsynced = true
 	st.stagedBytes.Add(rec.Size())
-	st.pos = capture.Pos{TXID: tx.TXID, Checksum: tx.PostChecksum, PageSize: tx.PageSize, Commit: tx.Commit}
+	st.pos, st.writtenPos = pos, pos
 	st.known = true
 	if st.shared {
 		// Until the capture has stored the page checksums (Staged), a
@@ -1157,6 +1177,121 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		}
 	}
 	return first, nil
+}
+
+// openPending opens the pending log if it is not open, cut to its last
+// whole record; st.mu is held.
+func (st *stage) openPending() error {
+	if st.pending != nil {
+		return nil
+	}
+	if err := os.MkdirAll(st.dir, dirMode); err != nil {
+		return err
+	}
+	if err := st.reserveShipped(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(st.dir, "pending"), os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	end, err := validEnd(f)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	st.pending, st.size = f, end
+	return nil
+}
+
+// maxBatchBuf bounds the memory of a batch: past it, its records are
+// written at once.
+const maxBatchBuf = 1 << 20
+
+// writeBatchLocked writes the records a batch collected to pending; first
+// reports that they opened a new batch window. If the write fails, they are
+// dropped: the staged position goes back to the last record written. st.mu
+// is held.
+func (st *stage) writeBatchLocked() (first bool, err error) {
+	if len(st.batchBuf) == 0 {
+		if st.batching == 0 {
+			st.releaseBatchBuf()
+		}
+		return false, nil
+	}
+	buf := st.batchBuf
+	st.batchBuf = st.batchBuf[:0]
+	if err = st.openPending(); err == nil {
+		first = st.size == 0
+		var n int
+		n, err = st.pending.WriteAt(buf, st.size)
+		if err == nil && n < len(buf) {
+			err = io.ErrShortWrite
+		}
+	}
+	if err != nil {
+		if st.pending != nil {
+			if terr := st.pending.Truncate(st.size); terr != nil {
+				st.pending.Close()
+				st.pending = nil
+			}
+		}
+		st.pos = st.writtenPos
+		return false, fmt.Errorf("stage transactions of %s: %w (%w)", st.db, err, capture.ErrUnstaged)
+	}
+	st.size += int64(len(buf))
+	st.unsynced = true
+	st.stagedBytes.Add(int64(len(buf)))
+	st.writtenPos = st.pos
+	if st.batching == 0 {
+		st.releaseBatchBuf()
+	}
+	return first, nil
+}
+
+// Batch buffers are shared: a database holds one only while it stages a
+// batch.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBuf+256<<10); return &b }}
+
+// releaseBatchBuf returns the batch buffer to the pool; st.mu is held.
+func (st *stage) releaseBatchBuf() {
+	if st.batchBuf != nil && len(st.batchBuf) == 0 {
+		b := st.batchBuf
+		if cap(b) <= maxBatchBuf+256<<10 {
+			batchBufs.Put(&b)
+		}
+		st.batchBuf = nil
+	}
+}
+
+// Batch runs fn, which may stage many transactions of db (a barrier of
+// deferred capture): their records are written to the pending log together,
+// with one write, before Batch returns. If that write fails, Batch returns
+// the error and the staged position is the last one written; the caller
+// must then capture again from Position.
+func (s *Shipper) Batch(db string, fn func() error) error {
+	st, err := s.stage(db)
+	if err != nil || st.shared {
+		return fn() // shared staging records each transaction as it comes
+	}
+	st.mu.Lock()
+	if st.batching == 0 && len(st.batchBuf) == 0 {
+		st.writtenPos = st.pos
+	}
+	st.batching++
+	st.mu.Unlock()
+	ferr := fn()
+	st.mu.Lock()
+	st.batching--
+	first, werr := st.writeBatchLocked()
+	st.mu.Unlock()
+	if werr == nil && first {
+		s.schedule(st, s.opts.SyncInterval)
+	}
+	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
+		s.overLimit()
+	}
+	return errors.Join(ferr, werr)
 }
 
 func (st *stage) sync() error {

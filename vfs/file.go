@@ -58,6 +58,13 @@ func (fl *file) Sync(flag sqlite3vfs.SyncType) error {
 	if err := fl.f.Sync(); err != nil {
 		return sqlite3vfs.IOError
 	}
+	if fl.role == dbfiles.RoleWAL {
+		// SQLite makes a commit durable: it is captured first.
+		if err := fl.db.SyncWAL(); err != nil {
+			fl.v.log.Error("capture at sync failed", "db", fl.db.Name, "err", err)
+			return sqlite3vfs.IOError
+		}
+	}
 	if fl.db.Core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.
 		if err := fl.v.shipper.Sync(fl.db.Name); err != nil {

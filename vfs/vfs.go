@@ -17,7 +17,10 @@
 // locking_mode=EXCLUSIVE, set before journal_mode=WAL (with mattn, run the
 // PRAGMAs in that order; its DSN applies _journal_mode first). Without
 // exclusive locking SQLite keeps the database in its rollback journal mode:
-// PRAGMA journal_mode=WAL answers "delete", and nothing is lost.
+// PRAGMA journal_mode=WAL answers "delete", and nothing is lost. In WAL mode
+// SQLite writes the -wal straight to the file; its commits are captured at
+// the barriers of deferred capture (capture.DB.SyncWAL): an fsync of the
+// -wal, a checkpoint, the end of each batch window, the last close.
 //
 // Locks are SQLite's byte-range locks taken as open-file-description (OFD)
 // locks, so they conflict between connections of one process as they do
@@ -122,7 +125,16 @@ func New(ctx context.Context, cfg Config) (*VFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("walsync VFS: %w", err)
 	}
-	return &VFS{cfg: cfg, dir: dir, shipper: sh, reg: dbfiles.NewRegistry(sh, cfg.Logger, nil), log: cfg.Logger}, nil
+	reg := dbfiles.NewRegistry(sh, cfg.Logger, nil)
+	// SQLite writes the -wal straight to the file; its commits are captured
+	// at the barriers (an fsync of the -wal, a checkpoint, the end of each
+	// batch window, the last close).
+	reg.DeferWAL = true
+	reg.Poll = cfg.SyncInterval
+	if reg.Poll <= 0 {
+		reg.Poll = time.Second
+	}
+	return &VFS{cfg: cfg, dir: dir, shipper: sh, reg: reg, log: cfg.Logger}, nil
 }
 
 // Register registers the VFS with SQLite under name.

@@ -1,0 +1,348 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+)
+
+// captureModes are the mount's ways of seeing -wal writes (--capture): in
+// passthrough the kernel writes -wal files directly and commits are captured
+// at barriers; in write mode every write passes through walsync.
+var captureModes = []string{"passthrough", "write"}
+
+// newModeMount starts a mount in a capture mode and checks that the mode is
+// the one in effect.
+func newModeMount(t *testing.T, mode string, extra ...string) *mount {
+	m := newMount(t, append([]string{"--capture=" + mode}, extra...)...)
+	m.requireMode(mode)
+	return m
+}
+
+// requireMode fails unless the mount's log says it captures in mode.
+func (m *mount) requireMode(mode string) {
+	m.t.Helper()
+	want := map[string]string{"passthrough": "-wal files in FUSE passthrough", "write": "capturing every -wal write"}[mode]
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(m.log.String(), want) {
+		if time.Now().After(deadline) {
+			m.t.Fatalf("the mount does not capture in %s mode (no %q in its log)\n%s", mode, want, m.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkEveryTXID restores every TXID of db: each must pass integrity_check,
+// hold a prefix 1..n of the rows the writer committed (ids in order, none
+// rolled back), and the latest must equal want.
+func checkEveryTXID(t *testing.T, m *mount, db, want string) {
+	t.Helper()
+	latest := m.latestTXID(db)
+	if latest == 0 {
+		t.Fatalf("%s: nothing on the replica", db)
+	}
+	prev := int64(-1)
+	for txid := ltx.TXID(1); txid <= latest; txid++ {
+		path := m.restoreDB(db, txid)
+		h := checkRestored(t, path)
+		if txid == latest && h != want {
+			t.Fatalf("%s: the latest TXID %d differs from the source", db, txid)
+		}
+		rdb, err := openRO(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n, maxID int64
+		err = rdb.QueryRow("SELECT count(*), coalesce(max(id), 0) FROM t").Scan(&n, &maxID)
+		rdb.Close()
+		if err != nil {
+			continue // before the table existed
+		}
+		if n != maxID {
+			t.Fatalf("%s TXID %d: %d rows up to id %d: a committed row is missing", db, txid, n, maxID)
+		}
+		if maxID < prev {
+			t.Fatalf("%s TXID %d: rows went back from %d to %d", db, txid, prev, maxID)
+		}
+		prev = maxID
+	}
+}
+
+// TestCheckpointStorms commits transactions while checkpoints of every kind
+// run, from the writer's connection (wal_autocheckpoint of 1 to 10 pages),
+// from a second connection and from a second process, with a reader holding
+// an old snapshot and a journal_size_limit, so that the WAL is restarted and
+// truncated again and again. Every TXID must restore; the latest must equal
+// the source. synchronous=OFF: SQLite never fsyncs the -wal, so in
+// passthrough mode the checkpoint's write to the database file is what
+// captures the frames before a restart can overwrite them. The batch window
+// is long so that polls do not capture them first.
+func TestCheckpointStorms(t *testing.T) {
+	for _, mode := range captureModes {
+		t.Run(mode, func(t *testing.T) {
+			m := newModeMount(t, mode, "--sync-interval", "30s")
+			var wg sync.WaitGroup
+			for _, syncMode := range []string{"OFF", "NORMAL"} {
+				for _, kind := range []string{"autocheckpoint", "PASSIVE", "FULL", "RESTART", "TRUNCATE", "process"} {
+					rel := fmt.Sprintf("storm/%s-%s.db", kind, syncMode)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						checkpointStorm(t, m, rel, kind, syncMode)
+					}()
+				}
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			m.stop() // flushes every batch
+			for _, syncMode := range []string{"OFF", "NORMAL"} {
+				for _, kind := range []string{"autocheckpoint", "PASSIVE", "FULL", "RESTART", "TRUNCATE", "process"} {
+					rel := fmt.Sprintf("storm/%s-%s.db", kind, syncMode)
+					src, err := openRO(filepath.Join(m.data, rel))
+					if err != nil {
+						t.Fatal(err)
+					}
+					want := contentHash(t, src)
+					src.Close()
+					checkEveryTXID(t, m, rel, want)
+				}
+			}
+		})
+	}
+}
+
+func checkpointStorm(t *testing.T, m *mount, rel, kind, syncMode string) {
+	path := m.path(rel)
+	w := openDB(t, path, "journal_mode=WAL", "synchronous="+syncMode, "journal_size_limit=8192")
+	defer w.Close()
+	w.SetMaxOpenConns(1)
+	if _, err := w.Exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)"); err != nil {
+		t.Error(err)
+		return
+	}
+	if kind == "autocheckpoint" {
+		if _, err := w.Exec("PRAGMA wal_autocheckpoint=1"); err != nil {
+			t.Error(err)
+			return
+		}
+	} else if _, err := w.Exec("PRAGMA wal_autocheckpoint=0"); err != nil {
+		t.Error(err)
+		return
+	}
+	// A reader holding an old snapshot for a while: checkpoints cannot
+	// complete past it, and the WAL is restarted only after it ends.
+	r := openDB(t, path)
+	defer r.Close()
+	rtx, err := r.Begin()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	var n int
+	if err := rtx.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Error(err)
+		return
+	}
+
+	stop := make(chan struct{})
+	var ckErr atomic.Value
+	var ckWG sync.WaitGroup
+	ckWG.Add(1)
+	go func() {
+		defer ckWG.Done()
+		switch kind {
+		case "autocheckpoint":
+			<-stop
+		case "process":
+			// A second process runs every kind of checkpoint in a loop.
+			cmd := exec.Command(python, "-c", `
+import sqlite3, sys, os
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+kinds = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+i = 0
+while not os.path.exists(sys.argv[2]):
+    c.execute("PRAGMA wal_checkpoint(%s)" % kinds[i % 4]).fetchall()
+    i += 1
+`, path, path+".stop")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				ckErr.Store(fmt.Errorf("checkpoint process: %v %s", err, out))
+			}
+		default:
+			c := openDB(t, path)
+			defer c.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := c.Exec("PRAGMA wal_checkpoint(" + kind + ")"); err != nil {
+					ckErr.Store(err)
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	for i := 1; i <= 300; i++ {
+		if _, err := w.Exec("INSERT INTO t(id, v, b) VALUES(?, 'row', randomblob(?))", i, 200+i%7*300); err != nil {
+			t.Errorf("%s: commit %d: %v", rel, i, err)
+			break
+		}
+		if i == 100 {
+			rtx.Rollback() // the old snapshot ends
+		}
+		if i%50 == 0 {
+			// A rolled-back transaction among the commits.
+			tx, err := w.Begin()
+			if err == nil {
+				tx.Exec("INSERT INTO t(id, v) VALUES(?, ?)", 100000+i, rolledBackMarker)
+				tx.Rollback()
+			}
+		}
+	}
+	close(stop)
+	os.WriteFile(path+".stop", nil, 0o644)
+	ckWG.Wait()
+	os.Remove(path + ".stop")
+	if err, ok := ckErr.Load().(error); ok && err != nil {
+		t.Errorf("%s: %v", rel, err)
+	}
+}
+
+// TestKill9WithUncapturedFrames kills walsync while the -wal holds commits
+// it has not captured yet (passthrough, no fsync, no checkpoint, a long batch
+// window), then starts it again on the same --data: at its start, before the
+// mount serves anything, it captures them, each with its own TXID; nothing
+// rolled back reaches the replica.
+func TestKill9WithUncapturedFrames(t *testing.T) {
+	m := newModeMount(t, "passthrough", "--sync-interval", "1h")
+	rel := "kill/app.db"
+	db := openDB(t, m.path(rel), "journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0", "cache_size=2")
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+	// Captured at the last close of the database, later: not here. The
+	// first capture of the database (its snapshot) happened at its open.
+	for i := 1; i <= 40; i++ {
+		mustExec(t, db, "INSERT INTO t(id, v, b) VALUES(?, 'row', randomblob(500))", i)
+		if i == 20 {
+			tx := mustBegin(t, db)
+			for j := 0; j < 50; j++ {
+				mustExec(t, tx, "INSERT INTO t(id, v, b) VALUES(?, ?, randomblob(2000))", 1000+j, rolledBackMarker)
+			}
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := m.latestTXIDOrZero(rel); got > 2 {
+		t.Fatalf("the replica already has TXID %d: the commits were captured before the kill, the test proves nothing", got)
+	}
+	m.kill9()
+	db.Close()
+
+	m.start()
+	m.waitShipped()
+	src := openDB(t, m.path(rel))
+	var n int
+	if err := src.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil || n != 40 {
+		t.Fatalf("the source has %d rows (%v), want the 40 committed", n, err)
+	}
+	want := contentHash(t, src)
+	if latest := m.latestTXID(rel); latest < 41 {
+		t.Fatalf("the replica has %d transactions; the 40 commits after the table should each have one", latest)
+	}
+	checkEveryTXID(t, m, rel, want)
+	if c := countMarker(t, m.restoreDB(rel, 0)); c != 0 {
+		t.Fatalf("%d rolled-back rows on the replica", c)
+	}
+	if !strings.Contains(m.log.String(), "capturing what existing -wal files committed") {
+		t.Fatalf("walsync did not capture the existing -wal at its start\n%s", m.log)
+	}
+}
+
+// TestProcessesWriteOneWALDatabase: three processes (Python) commit to one
+// WAL database through the passthrough mount at once, with checkpoints.
+func TestProcessesWriteOneWALDatabase(t *testing.T) {
+	m := newModeMount(t, "passthrough")
+	rel := "multi/app.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, w INTEGER, j INTEGER);")
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			cmd := exec.Command(python, "-c", `
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("PRAGMA wal_autocheckpoint=20")
+for j in range(200):
+    c.execute("INSERT INTO t(w, j) VALUES(?, ?)", (int(sys.argv[2]), j))
+`, m.path(rel), fmt.Sprint(w))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("writer %d: %v %s", w, err, out)
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	m.waitShipped()
+	src := openDB(t, m.path(rel))
+	var n int
+	if err := src.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil || n != 600 {
+		t.Fatalf("%d rows (%v), want 600", n, err)
+	}
+	checkEveryTXID(t, m, rel, contentHash(t, src))
+}
+
+// TestPassthroughFallback: a data directory inside another FUSE mount
+// cannot back passthrough files (the kernel limits stacking). The default
+// mode falls back to capturing every write, says so once, and every open
+// works; --capture=passthrough refuses to start, naming the reason.
+func TestPassthroughFallback(t *testing.T) {
+	outer := newModeMount(t, "passthrough")
+	dir := t.TempDir()
+	inner := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: outer.path("nested/data"), rep: filepath.Join(dir, "replica")}
+	if err := os.MkdirAll(inner.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(walsyncBin, "mount", inner.mnt, "--data", inner.data, "--replica", inner.replicaURL(), "--capture=passthrough")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "passthrough is not available") || !strings.Contains(string(out), "stacked filesystem") {
+		t.Fatalf("--capture=passthrough on a nested FUSE data directory: %v\n%s", err, out)
+	}
+	if isMounted(inner.mnt) {
+		t.Fatal("the refused mount is mounted")
+	}
+
+	inner.start()
+	defer inner.stop()
+	inner.requireMode("write") // nothing said yet: the fallback line
+	if !strings.Contains(inner.log.String(), "FUSE passthrough is not available") {
+		t.Fatalf("the fallback is not logged\n%s", inner.log)
+	}
+	rel := "app.db"
+	db := openDB(t, inner.path(rel), "journal_mode=WAL")
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+	for i := 1; i <= 20; i++ {
+		mustExec(t, db, "INSERT INTO t(id, v) VALUES(?, 'x')", i)
+	}
+	want := contentHash(t, db)
+	inner.waitShipped()
+	checkEveryTXID(t, inner, rel, want)
+}
