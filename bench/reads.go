@@ -64,7 +64,7 @@ func measureReads(ctx context.Context, plain, mnt string, dur time.Duration) (re
 // checkpointed, and returns its row count.
 func buildRowsDB(path string, sizeMB int) (int, error) {
 	os.Remove(path)
-	db, err := openDB(path)
+	db, err := openDB(path, "NORMAL")
 	if err != nil {
 		return 0, err
 	}
@@ -83,7 +83,7 @@ func buildRowsDB(path string, sizeMB int) (int, error) {
 // pointSelects warms the database (reads every page) and then runs
 // SELECT v FROM t WHERE id=? with random ids for dur; it returns selects per second.
 func pointSelects(ctx context.Context, path string, rows int, dur time.Duration) (float64, error) {
-	db, err := openDB(path)
+	db, err := openDB(path, "NORMAL")
 	if err != nil {
 		return 0, err
 	}

@@ -58,7 +58,7 @@ func measureRestore(ctx context.Context, bin, root string, sizeMB int) (restoreR
 	// walsync: copy the database into a mount; it ships it at close.
 	mnt, data := filepath.Join(root, "rmnt"), filepath.Join(root, "rdata")
 	os.MkdirAll(mnt, 0o755)
-	w, err := startWalsync(bin, mnt, data, "s3://restore/ws", syncInterval, env...)
+	w, err := startWalsync(bin, mnt, data, "s3://restore/ws", syncInterval, nil, env...)
 	if err != nil {
 		return r, err
 	}

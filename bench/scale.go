@@ -196,7 +196,7 @@ func measureScale(ctx context.Context, bin, root string) (r scaleResult, err err
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return r, err
 	}
-	w, err := startWalsync(bin, mnt, data, "s3://bench/x", syncInterval, s3.env()...)
+	w, err := startWalsync(bin, mnt, data, "s3://bench/x", syncInterval, nil, s3.env()...)
 	if err != nil {
 		return r, err
 	}
@@ -226,7 +226,7 @@ func measureScale(ctx context.Context, bin, root string) (r scaleResult, err err
 			if err := os.MkdirAll(filepath.Join(mnt, filepath.Dir(names[n])), 0o755); err != nil {
 				return r, err
 			}
-			if dbs[n], err = openDB(filepath.Join(mnt, names[n])); err != nil {
+			if dbs[n], err = openDB(filepath.Join(mnt, names[n]), "NORMAL"); err != nil {
 				return r, err
 			}
 			for _, q := range []string{`CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)`, `INSERT INTO t(v) VALUES(randomblob(100))`} {

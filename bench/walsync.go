@@ -32,10 +32,10 @@ type walsync struct {
 
 // startWalsync runs `walsync mount` and waits until mnt shows up in
 // /proc/self/mountinfo. On failure nothing is left running or mounted.
-func startWalsync(bin, mnt, data, replicaURL string, syncInterval time.Duration, env ...string) (*walsync, error) {
+func startWalsync(bin, mnt, data, replicaURL string, syncInterval time.Duration, extra []string, env ...string) (*walsync, error) {
 	w := &walsync{mnt: mnt, done: make(chan struct{}), exitTimeout: exitTimeout}
-	w.cmd = exec.Command(bin, "mount", mnt, "--data", data, "--replica", replicaURL,
-		"--sync-interval", syncInterval.String())
+	w.cmd = exec.Command(bin, append([]string{"mount", mnt, "--data", data, "--replica", replicaURL,
+		"--sync-interval", syncInterval.String()}, extra...)...)
 	w.cmd.Env = append(os.Environ(), env...)
 	w.cmd.Stdout, w.cmd.Stderr = &w.log, &w.log
 	// Its own process group: a Ctrl-C on the terminal reaches walsync only

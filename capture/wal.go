@@ -277,6 +277,11 @@ func (d *DB) syncWAL() error {
 		return nil
 	}
 	if !d.wal.Intact(wf) {
+		// A WAL restart between the header read and the frame read changes
+		// that frame too: read the header again.
+		d.readWALHeader()
+	}
+	if d.wal.valid && !d.wal.Intact(wf) {
 		// Frames captured as a transaction were overwritten in the same
 		// generation: SQLite did not count that commit (it failed after
 		// its frames were written). Start again from the files.

@@ -61,6 +61,12 @@ type Registry struct {
 	// transactions committed in its -wal captured (the batch window of
 	// deferred capture); what a poll captured is shipped at once.
 	Poll time.Duration
+	// Watcher, if set, wakes the capture of a database whose -wal is
+	// written behind the core's back (see WatchWAL). With DeferWAL, each
+	// -wal write wakes it. BarriersOnly turns both off: commits wait for a
+	// barrier (a test of what a kill before one leaves).
+	Watcher      *Watcher
+	BarriersOnly bool
 
 	mu  sync.Mutex
 	dbs map[string]*Database
@@ -99,20 +105,11 @@ type Database struct {
 	// is replaced by one at the replica's position.
 	resync atomic.Bool
 	poll   *time.Timer // Registry.Poll's timer while handles are open
-	// pollEvery is the current poll interval: short while the -wal keeps
-	// growing, doubling back to Registry.Poll when it does not.
-	pollEvery time.Duration
+	walWD  int32       // the Watcher's watch of the -wal (0: none)
+	// kickState: a capture woken by a -wal write is idle, running, or
+	// running and to look again (see kick).
+	kickState atomic.Int32
 }
-
-// Deferred capture polls a database whose -wal keeps growing every
-// minPoll, so that capture runs beside the writer and a checkpoint finds
-// little left to capture; the interval doubles back to Registry.Poll when
-// nothing new is found. Commits found after a wait of shipNowAfter or more
-// may be that old: they are shipped at once rather than after a window.
-const (
-	minPoll      = 2 * time.Millisecond
-	shipNowAfter = 100 * time.Millisecond
-)
 
 // Reading a database's replica position is retried with this backoff.
 const (
@@ -156,10 +153,7 @@ func (r *Registry) Forget(name string) {
 	r.mu.Unlock()
 	if d != nil {
 		d.mu.Lock()
-		if d.poll != nil {
-			d.poll.Stop()
-			d.poll = nil
-		}
+		d.stopWatching()
 		d.closeFiles()
 		d.mu.Unlock()
 	}
@@ -193,14 +187,14 @@ func (d *Database) Opened() {
 	defer d.mu.Unlock()
 	d.opens++
 	if d.opens == 1 && d.r.Poll > 0 && d.poll == nil {
-		d.pollEvery = d.r.Poll
-		d.poll = time.AfterFunc(d.pollEvery, d.pollWAL)
+		d.poll = time.AfterFunc(d.r.Poll, d.pollWAL)
 	}
 }
 
 // pollWAL captures what the -wal committed since the last capture and ships
-// it: the end of a batch window of deferred capture. It runs while the
-// database has open handles (their last close captures too).
+// it: the end of a batch window of deferred capture, for commits no watcher
+// woke the capture for (they may be a window old, so they ship at once). It
+// runs while the database has open handles (their last close captures too).
 func (d *Database) pollWAL() {
 	d.mu.Lock()
 	if d.opens == 0 || d.poll == nil {
@@ -209,29 +203,41 @@ func (d *Database) pollWAL() {
 		return
 	}
 	d.dropIfResync()
-	core, waited := d.core, d.pollEvery
+	core := d.core
 	d.mu.Unlock()
-	found := false
 	if core != nil {
 		before := core.Pos()
 		if err := d.batch(core, core.SyncWAL); err != nil {
 			d.r.Log.Error("capture of the -wal failed; retried at the next barrier", "db", d.Name, "err", err)
 		}
-		found = core.Pos() != before
-		if found && waited >= shipNowAfter {
+		if core.Pos() != before {
 			d.r.Stager.ShipNow(d.Name)
 		}
 	}
 	d.mu.Lock()
-	if found {
-		d.pollEvery = min(minPoll, d.r.Poll)
-	} else {
-		d.pollEvery = min(2*d.pollEvery, d.r.Poll)
-	}
 	if d.poll != nil {
-		d.poll.Reset(d.pollEvery)
+		d.poll.Reset(d.r.Poll)
 	}
 	d.mu.Unlock()
+}
+
+// WatchWAL has the Registry's Watcher wake the capture when the -wal (at
+// path) is written behind the core's back; the watch ends with the last
+// handle on the database.
+func (d *Database) WatchWAL(path string) {
+	if d == nil || d.r.Watcher == nil || d.r.BarriersOnly {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.walWD != 0 {
+		d.r.Watcher.unwatch(d.walWD) // another -wal file (recreated)
+	}
+	if wd := d.r.Watcher.watch(path, d); wd > 0 {
+		d.walWD = wd
+	} else {
+		d.walWD = 0
+	}
 }
 
 // SyncWAL captures what the -wal committed since the last capture (SQLite
@@ -251,7 +257,6 @@ func (d *Database) SyncWAL() error {
 // staged could not be written (capture.ErrUnstaged), the core is dropped:
 // the next operation captures again from the staged position.
 func (d *Database) batch(core *capture.DB, fn func() error) error {
-	before := core.Pos()
 	err := d.r.Stager.Batch(d.Name, fn)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -259,13 +264,20 @@ func (d *Database) batch(core *capture.DB, fn func() error) error {
 		d.core = nil
 		d.retryAt = d.r.Now()
 	}
-	if err == nil && d.poll != nil && d.pollEvery > minPoll && core.Pos() != before {
-		// The -wal is being written: poll it often, so capture runs beside
-		// the writer instead of in its next checkpoint.
-		d.pollEvery = minPoll
-		d.poll.Reset(d.pollEvery)
-	}
 	return err
+}
+
+// stopWatching stops the poll and the watch of an idle or forgotten
+// database; d.mu is held.
+func (d *Database) stopWatching() {
+	if d.poll != nil {
+		d.poll.Stop()
+		d.poll = nil
+	}
+	if d.walWD != 0 {
+		d.r.Watcher.unwatch(d.walWD)
+		d.walWD = 0
+	}
 }
 
 // CaptureNow starts capturing a database that no handle has open (it
@@ -306,9 +318,8 @@ func (d *Database) Released() (last bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.opens--
-	if d.opens == 0 && d.poll != nil {
-		d.poll.Stop()
-		d.poll = nil
+	if d.opens == 0 {
+		d.stopWatching()
 	}
 	return d.opens == 0
 }
@@ -437,6 +448,9 @@ type Files struct {
 }
 
 func NewFiles(base string) *Files { return &Files{base: base} }
+
+// Path returns the path of one of the database's files.
+func (f *Files) Path(k capture.Kind) string { return f.path(k) }
 
 func (f *Files) path(k capture.Kind) string {
 	switch k {
@@ -775,7 +789,15 @@ func (d *Database) Write(r Role, off int64, data []byte, apply func() error) err
 		// In WAL mode a checkpoint's write: it waits for the barrier.
 		return d.batch(core, func() error { return core.WriteDB(off, int64(len(data)), apply) })
 	case r == RoleWAL && d.r.DeferWAL:
-		return apply() // captured at the next barrier
+		// Captured at the next barrier, or soon after by a background
+		// capture this write wakes.
+		if err := apply(); err != nil {
+			return err
+		}
+		if !d.r.BarriersOnly {
+			d.kick()
+		}
+		return nil
 	case r == RoleWAL:
 		return core.WriteWAL(off, data, apply)
 	case r == RoleJournal:

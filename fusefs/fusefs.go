@@ -53,8 +53,12 @@ type Options struct {
 	// Capture: how -wal writes are seen (default CaptureAuto).
 	Capture Capture
 	// Window is the batch window: with passthrough, how often the -wal of
-	// an open database is scanned for new commits (default 1s).
+	// an open database is scanned for commits no -wal watch woke the
+	// capture for (default 1s).
 	Window time.Duration
+	// BarriersOnly: with passthrough, capture only at barriers, never as
+	// soon as a -wal is written (tests use it to leave commits uncaptured).
+	BarriersOnly bool
 }
 
 // FS is the state shared by every node of one mount.
@@ -98,6 +102,10 @@ func New(opts Options) (*FS, error) {
 	reg := dbfiles.NewRegistry(opts.Stager, opts.Logger, opts.Now)
 	if opts.Capture != CaptureWrite {
 		reg.Poll = opts.Window
+		reg.BarriersOnly = opts.BarriersOnly
+		if reg.Watcher, err = dbfiles.NewWatcher(opts.Logger); err != nil {
+			opts.Logger.Warn("cannot watch -wal files (inotify); their commits are captured at the end of each batch window", "err", err)
+		}
 	}
 	return &FS{opts: opts, root: root, log: opts.Logger, reg: reg}, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,7 @@ func (w *FS) newHandle(fd int, d *dbfiles.Database, r dbfiles.Role, st *syscall.
 		switch {
 		case r == dbfiles.RoleWAL:
 			h.passthrough = true
+			d.WatchWAL(d.Files.Path(capture.WALFile))
 		case r == dbfiles.RoleDB && d.NotDB() && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink == 1 && d.Opens() == 1:
 			// A file that is not a database, opened by no one else: the
 			// kernel refuses a passthrough open beside cached ones.

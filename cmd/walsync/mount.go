@@ -145,7 +145,10 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fu
 		return fmt.Errorf("--data %s: %w", dataDir, err)
 	}
 	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager, OwnerOnly: ownerOnly,
-		Capture: capture, Window: opts.SyncInterval})
+		Capture: capture, Window: opts.SyncInterval,
+		// A test knob: commits wait for a barrier, as when walsync is killed
+		// before it captured them.
+		BarriersOnly: os.Getenv("WALSYNC_TEST_BARRIERS_ONLY") != ""})
 	if err != nil {
 		return err
 	}
