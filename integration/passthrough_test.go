@@ -42,8 +42,10 @@ func (m *mount) requireMode(mode string) {
 }
 
 // checkEveryTXID restores every TXID of db: each must pass integrity_check,
-// hold a prefix 1..n of the rows the writer committed (ids in order, none
-// rolled back), and the latest must equal want.
+// hold a prefix 1..n of the rows the writers committed (ids in order, none
+// rolled back), one row more than the TXID before at most (each commit of
+// these workloads inserts one row, and has its own TXID), and the latest
+// must equal want.
 func checkEveryTXID(t *testing.T, m *mount, db, want string) {
 	t.Helper()
 	latest := m.latestTXID(db)
@@ -72,6 +74,12 @@ func checkEveryTXID(t *testing.T, m *mount, db, want string) {
 		}
 		if maxID < prev {
 			t.Fatalf("%s TXID %d: rows went back from %d to %d", db, txid, prev, maxID)
+		}
+		if prev >= 0 && maxID > prev+1 {
+			// Every commit of these workloads inserts one row: two rows in
+			// one TXID are two commits captured as one (one was lost and
+			// the next carried its pages).
+			t.Fatalf("%s TXID %d: rows %d to %d appeared in one transaction; each commit must have its own TXID", db, txid, prev+1, maxID)
 		}
 		prev = maxID
 	}
