@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,6 +62,10 @@ func (w *Watcher) unwatch(wd int32) {
 func (w *Watcher) run() {
 	buf := make([]byte, 64<<10)
 	for {
+		// Events that arrive meanwhile wait in the kernel, where those of
+		// one file merge: a busy -wal costs one read per pause, not one per
+		// write.
+		time.Sleep(kickDelay)
 		n, err := unix.Read(w.fd, buf)
 		if err == unix.EINTR {
 			continue
@@ -113,8 +118,13 @@ const (
 	kickAgain
 )
 
+// kickDelay is how long a woken capture waits for the commits that follow
+// the one that woke it, so that a burst is captured together.
+const kickDelay = time.Millisecond
+
 func (d *Database) captureKicked() {
 	for {
+		time.Sleep(kickDelay)
 		d.r.mu.Lock()
 		current := d.r.dbs[d.Name] == d
 		d.r.mu.Unlock()

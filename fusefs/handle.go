@@ -102,12 +102,17 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := syscall.Fsync(h.fd); err != nil {
 		return fs.ToErrno(err)
 	}
-	if h.role == dbfiles.RoleWAL {
+	if h.passthrough {
 		// SQLite makes a commit durable: under synchronous=FULL it does not
-		// return before its transaction is captured.
+		// return before its transaction is captured. Staging is not fsynced
+		// here: the commit is durable in the -wal, from which walsync
+		// captures again what staging lost to a power failure, and staging
+		// is fsynced with the database file at the checkpoint, before the
+		// -wal can be restarted.
 		if err := h.db.SyncWAL(); err != nil {
 			return h.w.errno(h.db, err)
 		}
+		return 0
 	}
 	if h.db != nil && h.db.Core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.

@@ -59,11 +59,16 @@ func (fl *file) Sync(flag sqlite3vfs.SyncType) error {
 		return sqlite3vfs.IOError
 	}
 	if fl.role == dbfiles.RoleWAL {
-		// SQLite makes a commit durable: it is captured first.
+		// SQLite makes a commit durable: it is captured first. Staging is
+		// not fsynced: the commit is durable in the -wal, from which the
+		// next opener captures again what staging lost to a power failure,
+		// and staging is fsynced with the database file at the checkpoint,
+		// before the -wal can be restarted.
 		if err := fl.db.SyncWAL(); err != nil {
 			fl.v.log.Error("capture at sync failed", "db", fl.db.Name, "err", err)
 			return sqlite3vfs.IOError
 		}
+		return nil
 	}
 	if fl.db.Core() != nil {
 		// SQLite asked for durability: the staged transactions get it too.
