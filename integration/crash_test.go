@@ -176,6 +176,7 @@ func TestBadMountInput(t *testing.T) {
 		{"data unwritable", []string{"mount", t.TempDir(), "--data", file + "/sub", "--replica", rep}, "--data"},
 		{"replica unparsable", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "://bad"}, "cannot be parsed"},
 		{"replica relative", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "file://rel/dir"}, "absolute"},
+		{"unknown capture mode", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", rep, "--capture", "kernel"}, `--capture: unknown capture mode "kernel"`},
 		{"restore bad txid", []string{"restore", rep, "-o", dir + "/out.db", "--txid", "abc"}, "--txid"},
 		{"restore nothing there", []string{"restore", rep, "-o", dir + "/out.db"}, "no backup"},
 	}
