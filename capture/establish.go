@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/superfly/ltx"
@@ -70,7 +71,22 @@ func (d *DB) establish() error {
 		// Commits after the last match were not captured: replay again up
 		// to it, then capture each of them.
 		matched = true
-		if err := d.replay(file, func(tx *WALTx) (bool, error) { return d.wal.end >= last, nil }); err != nil {
+		err := d.replay(file, func(tx *WALTx) (bool, error) { return d.wal.end >= last, nil })
+		var ue *uncapturedError
+		if errors.As(err, &ue) {
+			// Staging refuses them now (full, failing): the database opens
+			// at the last staged position; barriers try again, and
+			// checkpoints wait for them.
+			if d.cfg.Warn != nil {
+				d.cfg.Warn(fmt.Sprintf("database %s: transactions committed after %d are in its WAL but cannot be staged now (%v); "+
+					"they are captured when staging accepts them", d.cfg.Name, d.pos.TXID, ue.err))
+			}
+			d.barrierBackoff = minBarrierBackoff
+			d.barrierErr, d.barrierRetry = ue.err, d.cfg.Now().Add(d.barrierBackoff)
+			d.needFull = false
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -114,13 +130,18 @@ func (d *DB) replay(file fileState, capture func(tx *WALTx) (bool, error)) error
 		return err
 	}
 	d.known = true
+	var captureErr error
 	err := d.wal.Scan(walFile{d.files}, 0, func(tx *WALTx) error {
 		c, err := capture(tx)
 		if err != nil {
 			return err
 		}
 		if c {
-			return d.commitWAL(tx, false)
+			if err := d.commitWAL(tx, false); err != nil {
+				captureErr = err
+				return err
+			}
+			return nil
 		}
 		changes, err := d.walChanges(tx)
 		if err != nil {
@@ -135,11 +156,24 @@ func (d *DB) replay(file fileState, capture func(tx *WALTx) (bool, error)) error
 		}
 		return nil
 	})
+	if captureErr != nil {
+		// The state is the last transaction captured: the rest stay in
+		// the -wal for the next barrier.
+		return &uncapturedError{captureErr}
+	}
 	if err != nil {
 		d.known = false
 	}
 	return err
 }
+
+// uncapturedError: establish stopped capturing the WAL's commits after the
+// last captured position at one that could not be staged; the state is that
+// of the last one staged, and the next barrier tries again.
+type uncapturedError struct{ err error }
+
+func (e *uncapturedError) Error() string { return e.err.Error() }
+func (e *uncapturedError) Unwrap() error { return e.err }
 
 // atPos reports whether the state established so far is the last captured
 // position.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,7 +219,17 @@ while not os.path.exists(sys.argv[2]):
 		}
 	}()
 	for i := 1; i <= 300; i++ {
-		if _, err := w.Exec("INSERT INTO t(id, v, b) VALUES(?, 'row', randomblob(?))", i, 200+i%7*300); err != nil {
+		var err error
+		for try := 0; try < 20; try++ {
+			// A checkpoint of another connection can hold the WAL's
+			// locks past the busy timeout under load: the commit did not
+			// happen, and the application tries again.
+			if _, err = w.Exec("INSERT INTO t(id, v, b) VALUES(?, 'row', randomblob(?))", i, 200+i%7*300); err == nil || !strings.Contains(err.Error(), "locked") {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
 			t.Errorf("%s: commit %d: %v", rel, i, err)
 			break
 		}
@@ -368,4 +379,88 @@ func TestPassthroughFallback(t *testing.T) {
 	want := contentHash(t, db)
 	inner.waitShipped()
 	checkEveryTXID(t, inner, rel, want)
+}
+
+// TestPassthroughStagingFull: with staging full, WAL commits succeed and
+// wait in the -wal (those SQLite fsyncs too: they are durable there), whose
+// checkpoints are refused until they are staged; the database still opens.
+// Once space is freed, every commit is captured with its own TXID.
+func TestPassthroughStagingFull(t *testing.T) {
+	dir := t.TempDir()
+	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(dir, "replica"),
+		args: []string{"--capture=passthrough"}}
+	staging := filepath.Join(m.data, ".walsync", "staging")
+	for _, d := range []string{m.mnt, staging} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mount("tmpfs", staging, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
+		t.Fatalf("mount a 1 MiB tmpfs at %s: %v", staging, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(staging, syscall.MNT_DETACH) })
+	m.start()
+	t.Cleanup(func() {
+		if m.cmd != nil {
+			m.stop()
+		}
+	})
+	m.requireMode("passthrough")
+	rel := "full.db"
+	db := openDB(t, m.path(rel), "journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0")
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+	m.waitShipped()
+	fillers := tortureFill(t, staging)
+	for i := 1; i <= 30; i++ {
+		mustExec(t, db, "INSERT INTO t(id, v, b) VALUES(?, 'row', randomblob(3000))", i)
+	}
+	if _, err := db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err == nil {
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil || n != 30 {
+			t.Fatalf("after a checkpoint with staging full: %d rows (%v)", n, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(m.data, rel+"-wal")); err != nil || fi.Size() == 0 {
+		t.Fatalf("the -wal was checkpointed away while its commits could not be staged: %v", err)
+	}
+	// A commit SQLite fsyncs cannot be staged either: it succeeds, durable
+	// in the -wal, and waits there too.
+	mustExec(t, db, "PRAGMA synchronous=FULL")
+	mustExec(t, db, "INSERT INTO t(id, v) VALUES(31, 'fsynced')")
+	mustExec(t, db, "PRAGMA synchronous=NORMAL")
+	// Another process opens the database meanwhile.
+	other := openDB(t, m.path(rel))
+	var n int
+	if err := other.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatalf("open with staging full: %v", err)
+	}
+	other.Close()
+	for _, f := range fillers {
+		os.Remove(f)
+	}
+	// Capture is retried after a backoff (at most 2 s): the checkpoint
+	// succeeds once it has been.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checkpoint after space was freed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var rows int64
+	if err := db.QueryRow("SELECT count(*) FROM t").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	want := contentHash(t, db)
+	m.waitShipped()
+	db.Close()
+	checkEveryTXID(t, m, rel, want)
+	if rows != 31 {
+		t.Fatalf("%d rows, want the 31 acknowledged", rows)
+	}
 }

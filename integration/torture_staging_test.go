@@ -18,7 +18,8 @@ import (
 
 // The torture suite's staging-full phase.
 
-// tortureStagingFull: walsync's staging is a 2 MiB tmpfs of its own.
+// tortureStagingFull: walsync's staging is a 2 MiB tmpfs of its own; the
+// mount captures every write (--capture=write).
 //
 // (a1) The filesystem fills up with another file (a disk shared with other
 // data): commits must fail with an I/O error ("disk I/O error" or "database
@@ -35,7 +36,12 @@ func tortureStagingFull(t *testing.T, srv *s3test.Server, ls string, rnd *rand.R
 	proxy := startFaultProxy(t, srv.Endpoint)
 	dir := t.TempDir()
 	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"),
-		env: append(srv.Env(), "AWS_ENDPOINT_URL_S3="+proxy.endpoint()), url: "s3://torture/full", args: []string{"--retry-max-backoff", "1s"}}
+		env: append(srv.Env(), "AWS_ENDPOINT_URL_S3="+proxy.endpoint()), url: "s3://torture/full",
+		// Write capture: every commit is staged before it returns, so a full
+		// staging fails commits. (In passthrough, WAL commits that SQLite
+		// does not fsync succeed and wait in the -wal:
+		// TestPassthroughStagingFull.)
+		args: []string{"--retry-max-backoff", "1s", "--capture=write"}}
 	staging := filepath.Join(m.data, ".walsync", "staging")
 	if err := os.MkdirAll(m.mnt, 0o755); err != nil {
 		t.Fatal(err)
