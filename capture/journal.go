@@ -12,10 +12,7 @@ import (
 func (d *DB) WriteDB(off, n int64, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.barrier(); err != nil {
-		return err
-	}
-	if err := apply(); err != nil {
+	if err := d.afterBarrier(apply); err != nil {
 		return err
 	}
 	switch {
@@ -39,10 +36,7 @@ func (d *DB) WriteDB(off, n int64, apply func() error) error {
 func (d *DB) TruncateDB(size int64, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.barrier(); err != nil {
-		return err
-	}
-	if err := apply(); err != nil {
+	if err := d.afterBarrier(apply); err != nil {
 		return err
 	}
 	// SQLite also cuts a file back to the database's size outside a

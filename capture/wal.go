@@ -81,10 +81,7 @@ func (d *DB) WriteWAL(off int64, data []byte, apply func() error) error {
 func (d *DB) TruncateWAL(size int64, apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.barrier(); err != nil {
-		return err
-	}
-	if err := apply(); err != nil {
+	if err := d.afterBarrier(apply); err != nil {
 		return err
 	}
 	d.walWritten = min(d.walWritten, size)
@@ -101,10 +98,7 @@ func (d *DB) TruncateWAL(size int64, apply func() error) error {
 func (d *DB) RemoveWAL(apply func() error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.barrier(); err != nil {
-		return err
-	}
-	if err := apply(); err != nil {
+	if err := d.afterBarrier(apply); err != nil {
 		return err
 	}
 	d.wal.Reset()
@@ -234,6 +228,16 @@ func (d *DB) SyncWAL() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.barrier()
+}
+
+// afterBarrier performs apply, an operation that can make WAL frames
+// disappear, once the barrier has captured what they committed; d.mu is
+// held.
+func (d *DB) afterBarrier(apply func() error) error {
+	if err := d.barrier(); err != nil {
+		return err
+	}
+	return apply()
 }
 
 // Failed barriers are retried after a backoff from minBarrierBackoff to

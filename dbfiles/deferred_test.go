@@ -17,23 +17,8 @@ import (
 // open database, each with its own TXID, and shipped at once; none before
 // the poll, and the last close captures what is left.
 func TestDeferredWALPolled(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "x.db")
-	sdb, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdb.Close()
-	sdb.SetMaxOpenConns(1)
-	for _, q := range []string{"PRAGMA wal_autocheckpoint=0", "CREATE TABLE t(x)", "PRAGMA wal_checkpoint(TRUNCATE)"} {
-		if _, err := sdb.Exec(q); err != nil {
-			t.Fatal(q, err)
-		}
-	}
-	st := &fakeStager{dir: dir, positions: []capture.Pos{{}}}
-	reg := NewRegistry(st, nil, nil)
-	reg.DeferWAL, reg.Poll = true, 150*time.Millisecond
-	d := reg.Get("x.db", path)
+	sdb, st, reg, d := deferredDB(t)
+	reg.Poll = 150 * time.Millisecond
 	if err := d.Open(RoleDB); err != nil {
 		t.Fatal(err)
 	}
@@ -77,22 +62,7 @@ func TestDeferredWALPolled(t *testing.T) {
 // TestDeferredWALCapturedAtClose: without a poll, the last close of the
 // database captures what its -wal committed.
 func TestDeferredWALCapturedAtClose(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "x.db")
-	sdb, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdb.Close()
-	for _, q := range []string{"PRAGMA wal_autocheckpoint=0", "CREATE TABLE t(x)", "PRAGMA wal_checkpoint(TRUNCATE)"} {
-		if _, err := sdb.Exec(q); err != nil {
-			t.Fatal(q, err)
-		}
-	}
-	st := &fakeStager{dir: dir, positions: []capture.Pos{{}}}
-	reg := NewRegistry(st, nil, nil)
-	reg.DeferWAL = true
-	d := reg.Get("x.db", path)
+	sdb, st, _, d := deferredDB(t)
 	if err := d.Open(RoleDB); err != nil {
 		t.Fatal(err)
 	}
@@ -111,4 +81,27 @@ func TestDeferredWALCapturedAtClose(t *testing.T) {
 	if n := len(st.staged) - base; n != 3 {
 		t.Fatalf("the last close staged %d transactions, want 3", n)
 	}
+}
+
+// deferredDB creates a WAL database written by SQLite directly (the core
+// sees none of its -wal writes) and a registry that defers WAL capture.
+func deferredDB(t *testing.T) (*sql.DB, *fakeStager, *Registry, *Database) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db")
+	sdb, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sdb.Close() })
+	sdb.SetMaxOpenConns(1)
+	for _, q := range []string{"PRAGMA wal_autocheckpoint=0", "CREATE TABLE t(x)", "PRAGMA wal_checkpoint(TRUNCATE)"} {
+		if _, err := sdb.Exec(q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	st := &fakeStager{dir: dir, positions: []capture.Pos{{}}}
+	reg := NewRegistry(st, nil, nil)
+	reg.DeferWAL = true
+	return sdb, st, reg, reg.Get("x.db", path)
 }

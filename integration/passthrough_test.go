@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -389,16 +388,7 @@ func TestPassthroughStagingFull(t *testing.T) {
 	dir := t.TempDir()
 	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(dir, "replica"),
 		args: []string{"--capture=passthrough"}}
-	staging := filepath.Join(m.data, ".walsync", "staging")
-	for _, d := range []string{m.mnt, staging} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := syscall.Mount("tmpfs", staging, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
-		t.Fatalf("mount a 1 MiB tmpfs at %s: %v", staging, err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(staging, syscall.MNT_DETACH) })
+	staging := m.stagingOnTmpfs("1m")
 	m.start()
 	t.Cleanup(func() {
 		if m.cmd != nil {

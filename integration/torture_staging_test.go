@@ -42,17 +42,7 @@ func tortureStagingFull(t *testing.T, srv *s3test.Server, ls string, rnd *rand.R
 		// does not fsync succeed and wait in the -wal:
 		// TestPassthroughStagingFull.)
 		args: []string{"--retry-max-backoff", "1s", "--capture=write"}}
-	staging := filepath.Join(m.data, ".walsync", "staging")
-	if err := os.MkdirAll(m.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(staging, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", staging, "tmpfs", 0, "size=2m,mode=0700"); err != nil {
-		t.Fatalf("mount a 2 MiB tmpfs at %s: %v", staging, err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(staging, syscall.MNT_DETACH) })
+	staging := m.stagingOnTmpfs("2m")
 	m.start()
 	t.Cleanup(func() {
 		if m.cmd != nil {
@@ -234,4 +224,22 @@ func tortureFill(t *testing.T, dir string) []string {
 	}
 	t.Fatalf("%s did not fill up", dir)
 	return nil
+}
+
+// stagingOnTmpfs gives the mount's staging a tmpfs of its own of size (as
+// mount(8) writes it: "2m"), so that it can fill up, and returns its path.
+// The mount is not started.
+func (m *mount) stagingOnTmpfs(size string) string {
+	m.t.Helper()
+	staging := filepath.Join(m.data, ".walsync", "staging")
+	for _, d := range []string{m.mnt, staging} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			m.t.Fatal(err)
+		}
+	}
+	if err := syscall.Mount("tmpfs", staging, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		m.t.Fatalf("mount a %s tmpfs at %s: %v", size, staging, err)
+	}
+	m.t.Cleanup(func() { _ = syscall.Unmount(staging, syscall.MNT_DETACH) })
+	return staging
 }
