@@ -126,6 +126,9 @@ func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 		return nil, fmt.Errorf("data directory %s: %w", w.root, err)
 	}
 	w.dev = uint64(st.Dev)
+	if err := w.waitForOrphans(mountpoint); err != nil {
+		return nil, err
+	}
 	w.captureExisting()
 	lroot := &fs.LoopbackRoot{Path: w.root, Dev: uint64(st.Dev)}
 	lroot.NewNode = func(rd *fs.LoopbackRoot, parent *fs.Inode, name string, st *syscall.Stat_t) fs.InodeEmbedder {

@@ -148,6 +148,13 @@ func (m *mount) replicaURL() string {
 
 func (m *mount) start() {
 	m.t.Helper()
+	m.startNoWait()
+	m.waitMounted()
+}
+
+// startNoWait starts walsync; waitMounted waits until it has mounted.
+func (m *mount) startNoWait() {
+	m.t.Helper()
 	args := append([]string{"mount", m.mnt, "--data", m.data, "--replica", m.replicaURL(), "--sync-interval", "100ms", "--log-level", "debug"}, m.args...)
 	bin := walsyncBin
 	if m.bin != "" {
@@ -162,6 +169,10 @@ func (m *mount) start() {
 	}
 	m.done = make(chan error, 1)
 	go func() { m.done <- m.cmd.Wait() }()
+}
+
+func (m *mount) waitMounted() {
+	m.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !isMounted(m.mnt) {
 		select {

@@ -3,6 +3,7 @@ package integration
 import (
 	"database/sql"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -453,4 +454,61 @@ func TestPassthroughStagingFull(t *testing.T) {
 	if rows != 31 {
 		t.Fatalf("%d rows, want the 31 acknowledged", rows)
 	}
+}
+
+// TestRestartWaitsForOrphans: walsync is killed while a process keeps a WAL
+// database open through the mount (in passthrough it could go on writing
+// the -wal). A new walsync does not mount until that process has closed
+// its files, so the two cannot write one WAL each with its own view of it;
+// then it serves, and the database is whole.
+func TestRestartWaitsForOrphans(t *testing.T) {
+	m := newModeMount(t, "passthrough")
+	rel := "orphan.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+	release := filepath.Join(t.TempDir(), "release")
+	cmd := exec.Command(python, "-c", `
+import sqlite3, sys, os, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+for i in range(10):
+    c.execute("INSERT INTO t(v) VALUES('before')")
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+`, m.path(rel), release)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("writer: %q %v", buf, err)
+	}
+	m.kill9()
+	m.startNoWait()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !strings.Contains(m.log.String(), "waiting for processes still using the previous") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if isMounted(m.mnt) {
+		t.Fatal("walsync mounted while a process still had the database open through the dead mount")
+	}
+	if !strings.Contains(m.log.String(), fmt.Sprintf("pid %d", cmd.Process.Pid)) {
+		t.Fatalf("walsync does not say which process it waits for\n%s", m.log)
+	}
+	os.WriteFile(release, nil, 0o644)
+	cmd.Wait()
+	m.waitMounted()
+	db := openDB(t, m.path(rel))
+	mustExec(t, db, "INSERT INTO t(v) VALUES('after')")
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil || n != 11 {
+		t.Fatalf("%d rows (%v), want 11", n, err)
+	}
+	want := contentHash(t, db)
+	m.waitShipped()
+	checkEveryTXID(t, m, rel, want)
 }
