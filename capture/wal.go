@@ -296,8 +296,11 @@ func (d *DB) syncWAL() error {
 		d.needFull = true
 		return d.locked(d.establish)
 	}
-	if d.files.Size(WALFile) < d.wal.end+d.wal.frameSize() {
+	size := d.files.Size(WALFile)
+	if size < d.wal.end+d.wal.frameSize() {
 		return nil // no new frame
 	}
-	return d.locked(func() error { return d.scanWAL(0, nil, false) })
+	// Frames written after this point are not waited for: they were not
+	// committed when the barrier was called.
+	return d.locked(func() error { return d.scanWAL(size, nil, false) })
 }

@@ -132,7 +132,11 @@ func (c *WALCursor) scan(r WALReader, limit int64, tail *frameInHand, commit fun
 		return nil
 	}
 	fsz := c.frameSize()
-	ra := &readAhead{r: r, size: max(fsz, scanReadAhead/fsz*fsz)}
+	ahead := scanReadAhead / fsz * fsz
+	if limit > 0 {
+		ahead = min(ahead, (limit-c.end+fsz-1)/fsz*fsz) // no bigger a buffer than the frames to read
+	}
+	ra := &readAhead{r: r, size: max(fsz, ahead)}
 	defer ra.release()
 	off, cksum := c.end, c.cksum
 	var tx *WALTx

@@ -549,8 +549,10 @@ type sumEntry struct {
 	dirty bool
 }
 
-// maxCachedSums bounds the in-memory checksums of one database.
-const maxCachedSums = 2048
+// maxCachedSums bounds the in-memory checksums of one database: a small
+// transaction's pages (a leaf, its parents, page 1) stay cached; a big one
+// writes through.
+const maxCachedSums = 256
 
 func (s *SumsFile) file() (*os.File, error) {
 	if s.f != nil {

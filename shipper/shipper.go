@@ -1251,7 +1251,7 @@ func (st *stage) writeBatchLocked() (first bool, err error) {
 
 // Batch buffers are shared: a database holds one only while it stages a
 // batch.
-var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBuf+256<<10); return &b }}
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // releaseBatchBuf returns the batch buffer to the pool; st.mu is held.
 func (st *stage) releaseBatchBuf() {
