@@ -119,9 +119,24 @@ func (st *stage) wroteFile(level int) {
 		st.newFiles = map[int]int{}
 	}
 	st.newFiles[level]++
-	if level > 0 {
-		st.newFiles[level-1] = 0
-	}
+}
+
+// newFilesAt returns how many files this run wrote at level since its last
+// compaction into the level above (0 when unknown).
+func (st *stage) newFilesAt(level int) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.newFiles[level]
+}
+
+// compactedInto records a compaction into level of what level-1 held when it
+// was listed, counted merged: files written there since, during the
+// compaction, still count.
+func (st *stage) compactedInto(level, merged int) {
+	st.wroteFile(level)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.newFiles[level-1] = max(0, st.newFiles[level-1]-merged)
 }
 
 // nothingToMerge reports whether level-1 is known to have fewer than two
@@ -145,6 +160,7 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		return nil
 	}
 	ctx := s.ctx
+	listed := st.newFilesAt(level - 1) // before listing: what is written later counts for the next pass
 	dst, err := s.opts.Client.LTXFiles(ctx, st.db, level)
 	if err != nil {
 		st.forget(level)
@@ -181,7 +197,7 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		st.forget(level)
 		return err
 	}
-	st.wroteFile(level)
+	st.compactedInto(level, listed)
 	return nil
 }
 
