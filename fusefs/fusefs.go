@@ -119,7 +119,11 @@ func (w *FS) Passthrough() bool { return w.passthrough.Load() }
 const maxWrite = 64<<10 + 4<<10
 
 // Mount mounts the filesystem at mountpoint. The caller must Unmount the
-// returned server.
+// returned server. Before it serves anything it waits for processes still
+// using a dead previous mount (waitForOrphans) and captures what existing
+// -wal files committed (captureExisting); once mounted it turns passthrough
+// on if the kernel accepts a backing file (opens until then capture every
+// write, which is always safe).
 func (w *FS) Mount(mountpoint string) (*fuse.Server, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(w.root, &st); err != nil {
