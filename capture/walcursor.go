@@ -41,20 +41,6 @@ type WALPage struct {
 	sum  ltx.Checksum
 }
 
-// Valid reports whether the cursor follows a WAL generation.
-func (c *WALCursor) Valid() bool { return c.valid }
-
-// End returns the offset just past the last committed frame read.
-func (c *WALCursor) End() int64 { return c.end }
-
-// PageSize is the page size the WAL header names (0 when not valid).
-func (c *WALCursor) PageSize() uint32 {
-	if !c.valid {
-		return 0
-	}
-	return c.hdr.pageSize
-}
-
 func (c *WALCursor) frameSize() int64 { return int64(c.hdr.pageSize) + walFrameHeaderSize }
 
 // Reset forgets the WAL (it was truncated, deleted or is not valid).

@@ -233,11 +233,7 @@ func (d *Database) WatchWAL(path string) {
 	if d.walWD != 0 {
 		d.r.Watcher.unwatch(d.walWD) // another -wal file (recreated)
 	}
-	if wd := d.r.Watcher.watch(path, d); wd > 0 {
-		d.walWD = wd
-	} else {
-		d.walWD = 0
-	}
+	d.walWD = max(d.r.Watcher.watch(path, d), 0) // -1: not watched
 }
 
 // SyncWAL captures what the -wal committed since the last capture (SQLite
@@ -250,6 +246,25 @@ func (d *Database) SyncWAL() error {
 		return d.batch(core, core.SyncWAL)
 	}
 	return nil
+}
+
+// WALSynced is the barrier of SQLite's fsync of a -wal the core does not
+// see written (FUSE passthrough, the VFS): under synchronous=FULL a commit
+// does not return before its transaction is captured. Staging is not
+// fsynced: the commit is durable in the -wal, from which walsync captures
+// again what staging lost to a power failure, and staging is fsynced with
+// the database file at the checkpoint, before the -wal can be restarted.
+//
+// If staging cannot take it now (full, failing), the fsync still succeeds:
+// the commit is durable in the -wal and captured when staging accepts it,
+// and checkpoints wait until then. Failing it would leave a commit frame
+// SQLite does not count, which the next checkpoint's barrier would capture
+// as a transaction.
+func (d *Database) WALSynced() {
+	if err := d.SyncWAL(); err != nil {
+		d.r.Log.Warn("a commit SQLite made durable in its -wal cannot be staged now; it is captured when staging accepts it",
+			"db", d.Name, "err", err)
+	}
 }
 
 // batch runs fn, a call of core that may capture many transactions, with
@@ -531,7 +546,7 @@ func (f *Files) Size(k capture.Kind) int64 {
 // content is rebuilt when a capture core opens; it is opened on first use.
 //
 // With Cache, the checksums of recently captured pages are also kept in
-// memory (a few thousand at most) and written back when there are too many
+// memory (a few hundred at most) and written back when there are too many
 // or the database goes idle: a busy database's captures make no system call
 // for them. A crash loses nothing: the file is rebuilt at the next start.
 // Not for a file other processes read (shared staging).

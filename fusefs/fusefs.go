@@ -12,8 +12,9 @@
 // (Capture): the kernel writes them without a round trip to walsync, and
 // their commits are captured at barriers (capture.DB.SyncWAL): the -wal's
 // fsync, every checkpoint write to the database file, the -wal's truncation,
-// removal or renaming, a poll once per batch window (more often while the
-// -wal grows), the last close, and walsync's start (captureExisting). Files
+// removal or renaming, a poll once per batch window, the last close, and
+// walsync's start (captureExisting); each -wal write wakes a capture a
+// moment later (dbfiles.Watcher), so commits rarely wait for one. Files
 // that are not databases are in passthrough too. Otherwise (CaptureWrite, or
 // a kernel or data directory that refuses passthrough) every -wal write is
 // reported and captured before it returns.
@@ -75,7 +76,7 @@ type FS struct {
 	// warnedDirect: a -wal outside the data directory's filesystem is
 	// captured write by write; logged once.
 	warnedDirect atomic.Bool
-	dev          uint64 // the data directory's device
+	dev          uint64 // the data directory's device, where the passthrough probe succeeded
 }
 
 // New returns the filesystem for a data directory.
@@ -109,9 +110,6 @@ func New(opts Options) (*FS, error) {
 	}
 	return &FS{opts: opts, root: root, log: opts.Logger, reg: reg}, nil
 }
-
-// Passthrough reports whether -wal files are opened in passthrough.
-func (w *FS) Passthrough() bool { return w.passthrough.Load() }
 
 // maxWrite is the largest WRITE request the kernel sends: SQLite's largest
 // write (a 64 KiB page) in one request. go-fuse keeps one buffer of this size
@@ -368,12 +366,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	return h, h.openFlags(), 0
-}
-
-// samePassthroughFS reports whether a file is on the data directory's
-// filesystem, the one the passthrough probe succeeded on.
-func (w *FS) samePassthroughFS(st *syscall.Stat_t) bool {
-	return uint64(st.Dev) == w.dev
 }
 
 // openFlags: the kernel page cache is kept across opens (every change goes

@@ -39,23 +39,22 @@ func (w *FS) newHandle(fd int, d *dbfiles.Database, r dbfiles.Role, st *syscall.
 		return nil, w.errno(d, err)
 	}
 	h := &handle{fd: fd, w: w, db: d, role: r}
-	if w.passthrough.Load() && !w.samePassthroughFS(st) {
+	switch {
+	case !w.passthrough.Load():
+	case uint64(st.Dev) != w.dev:
 		// On another filesystem than the data directory's (something
 		// mounted inside it): the kernel may refuse it as a backing file,
 		// and go-fuse would then stop passthrough for the whole mount.
 		if r == dbfiles.RoleWAL && !w.warnedDirect.Swap(true) {
 			w.log.Warn("a -wal on another filesystem than the data directory: its writes are captured one by one", "db", d.Name)
 		}
-	} else if w.passthrough.Load() {
-		switch {
-		case r == dbfiles.RoleWAL:
-			h.passthrough = true
-			d.WatchWAL(d.Files.Path(capture.WALFile))
-		case r == dbfiles.RoleDB && d.NotDB() && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink == 1 && d.Opens() == 1:
-			// A file that is not a database, opened by no one else: the
-			// kernel refuses a passthrough open beside cached ones.
-			h.passthrough = true
-		}
+	case r == dbfiles.RoleWAL:
+		h.passthrough = true
+		d.WatchWAL(d.Files.Path(capture.WALFile))
+	case r == dbfiles.RoleDB && d.NotDB() && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink == 1 && d.Opens() == 1:
+		// A file that is not a database, opened by no one else: the
+		// kernel refuses a passthrough open beside cached ones.
+		h.passthrough = true
 	}
 	return h, 0
 }
@@ -102,23 +101,8 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := syscall.Fsync(h.fd); err != nil {
 		return fs.ToErrno(err)
 	}
-	if h.passthrough {
-		// SQLite makes a commit durable: under synchronous=FULL it does not
-		// return before its transaction is captured. Staging is not fsynced
-		// here: the commit is durable in the -wal, from which walsync
-		// captures again what staging lost to a power failure, and staging
-		// is fsynced with the database file at the checkpoint, before the
-		// -wal can be restarted.
-		//
-		// If staging cannot take it now (full, failing), the commit still
-		// succeeds: it is durable in the -wal and captured when staging
-		// accepts it, and checkpoints wait until then. Failing it would
-		// leave a commit frame SQLite does not count, which the next
-		// checkpoint's barrier would capture as a transaction.
-		if err := h.db.SyncWAL(); err != nil {
-			h.w.log.Warn("a commit SQLite made durable in its -wal cannot be staged now; it is captured when staging accepts it",
-				"db", h.db.Name, "err", err)
-		}
+	if h.passthrough && h.role == dbfiles.RoleWAL {
+		h.db.WALSynced()
 		return 0
 	}
 	if h.db != nil && h.db.Core() != nil {

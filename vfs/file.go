@@ -59,18 +59,7 @@ func (fl *file) Sync(flag sqlite3vfs.SyncType) error {
 		return sqlite3vfs.IOError
 	}
 	if fl.role == dbfiles.RoleWAL {
-		// SQLite makes a commit durable: it is captured first. Staging is
-		// not fsynced: the commit is durable in the -wal, from which the
-		// next opener captures again what staging lost to a power failure,
-		// and staging is fsynced with the database file at the checkpoint,
-		// before the -wal can be restarted.
-		// If staging cannot take it now, the commit still succeeds: it is
-		// durable in the -wal and captured when staging accepts it (see
-		// the mount's Fsync).
-		if err := fl.db.SyncWAL(); err != nil {
-			fl.v.log.Warn("a commit SQLite made durable in its -wal cannot be staged now; it is captured when staging accepts it",
-				"db", fl.db.Name, "err", err)
-		}
+		fl.db.WALSynced() // written straight to the file: see WALSynced
 		return nil
 	}
 	if fl.db.Core() != nil {
