@@ -439,7 +439,7 @@ func TestPassthroughStagingFull(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("checkpoint after space was freed: %v", err)
+			t.Fatalf("checkpoint after space was freed: %v\nwalsync log:\n%s", err, m.log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
