@@ -19,6 +19,8 @@ require (
 	golang.org/x/term v0.37.0 // is stderr a terminal (restore progress)
 )
 
+require github.com/klauspost/compress v1.18.0
+
 require (
 	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.3 // indirect
 	github.com/aws/aws-sdk-go-v2/feature/ec2/imds v1.18.13 // indirect

@@ -14,11 +14,20 @@
 //     the 1,000 active at 10 tx/s, against a local S3 server (versitygw):
 //     RSS (target <= 40 MB), S3 PUTs per 1,000 transactions and commit ->
 //     durable lag p50/p99 (target p99 <= sync interval + 250 ms);
-//   - restore: a large database restored from S3, walsync beside Litestream.
+//   - restore: a large database restored from S3, walsync beside Litestream;
+//   - s3cost: S3 requests per 1,000 transactions (by class), startup
+//     requests per database and replica bytes, with 50 WAL databases at
+//     10 tx/s each, walsync beside Litestream 0.5.18, one after the other,
+//     each behind a counting proxy (targets: PUTs and all requests per 1,000
+//     tx and replica bytes <= Litestream's, startup <= 5 requests per
+//     database; s3cost.go).
 //
 // Usage:
 //
-//	go run ./bench --walsync bin/walsync [--out bench.json] [--duration 5s] [--only writes,reads,scale,vfs,restore]
+//	go run ./bench --walsync bin/walsync [--out bench.json] [--duration 5s] [--only writes,reads,scale,vfs,restore,s3cost]
+//
+// `--only s3cost` runs just the S3 request count (about 3 minutes;
+// --s3cost-duration and --s3cost-compaction shorten it).
 //
 // Each speed measurement runs 3 times, alternating plain and walsync, and
 // the medians are reported. Targets are printed as PASS or MISS; they do not
@@ -63,6 +72,7 @@ type results struct {
 	Reads   *readsResult   `json:"mount_warm_point_selects,omitempty"`
 	Scale   *scaleResult   `json:"scale,omitempty"`
 	Restore *restoreResult `json:"restore_from_s3,omitempty"`
+	S3Cost  *s3costResult  `json:"s3_requests_vs_litestream,omitempty"`
 }
 
 type writeResult struct {
@@ -78,7 +88,7 @@ type writeResult struct {
 	Pass      bool      `json:"pass"`
 }
 
-var allParts = []string{"writes", "vfs", "reads", "scale", "restore"}
+var allParts = []string{"writes", "vfs", "reads", "scale", "restore", "s3cost"}
 
 func main() {
 	bin := flag.String("walsync", "bin/walsync", "walsync binary")
@@ -87,6 +97,8 @@ func main() {
 	only := flag.String("only", strings.Join(allParts, ","), "measure only these parts (comma-separated)")
 	restoreMB = flag.Int("restore-mb", 1024, "size of the database restored from S3 by walsync and Litestream")
 	activeDuration = flag.Duration("active-duration", 20*time.Second, "length of the scale scenario's active phase")
+	costDuration = flag.Duration("s3cost-duration", 30*time.Second, "length of the s3cost scenario's load")
+	costCompaction = flag.Duration("s3cost-compaction", 35*time.Second, "s3cost: how long each tool runs idle after the load, counted (one level-1 compaction cycle)")
 	flag.Parse()
 	parts := map[string]bool{}
 	for _, p := range strings.Split(*only, ",") {
@@ -96,7 +108,7 @@ func main() {
 		}
 		parts[p] = true
 	}
-	if flag.NArg() > 0 || *dur <= 0 || *restoreMB <= 0 || *activeDuration <= 0 {
+	if flag.NArg() > 0 || *dur <= 0 || *restoreMB <= 0 || *activeDuration <= 0 || *costDuration <= 0 || *costCompaction < 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -146,6 +158,13 @@ func run(ctx context.Context, bin, out string, dur time.Duration, parts map[stri
 			return err
 		}
 		res.Restore = &rr
+	}
+	if parts["s3cost"] {
+		sc, err := measureS3Cost(ctx, bin, root)
+		if err != nil {
+			return err
+		}
+		res.S3Cost = &sc
 	}
 
 	report(res)
@@ -345,6 +364,13 @@ func readRSS(pid int) (memory, error) {
 }
 
 func report(r results) {
+	if len(r.Writes) == 0 && len(r.VFS) == 0 && r.Reads == nil && r.Scale == nil && r.Restore == nil {
+		if r.S3Cost != nil {
+			fmt.Println()
+			reportS3Cost(r.S3Cost)
+		}
+		return
+	}
 	fmt.Printf("\nwalsync bench: speeds are medians of %d runs, plain and walsync alternating, in this run on this machine\n\n", runs)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tPLAIN\tWALSYNC\tRATIO\tTARGET\t")
@@ -379,6 +405,9 @@ func report(r results) {
 	}
 	tw.Flush()
 	fmt.Println()
+	if r.S3Cost != nil {
+		reportS3Cost(r.S3Cost)
+	}
 }
 
 func verdict(pass bool) string {

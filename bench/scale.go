@@ -145,7 +145,9 @@ type countingS3 struct {
 	proxy string // host:port
 }
 
-func startCountingS3(dir string) (*countingS3, error) {
+// startCountingS3 starts the server and the proxy; each observe function
+// also sees every request, with its status and when it arrived.
+func startCountingS3(dir string, observe ...func(r *http.Request, status int, arrived time.Time)) (*countingS3, error) {
 	fmt.Fprintln(os.Stderr, "starting versitygw (built once into the user cache)")
 	srv, err := s3test.Launch(dir)
 	if err != nil {
@@ -168,8 +170,12 @@ func startCountingS3(dir string) (*countingS3, error) {
 	c.proxy = l.Addr().String()
 	c.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		arrived := time.Now()
 		rp.ServeHTTP(rec, r)
 		c.log.record(r, rec.status)
+		for _, f := range observe {
+			f(r, rec.status, arrived)
+		}
 	})}
 	go c.hs.Serve(l)
 	return c, nil

@@ -6,6 +6,8 @@
 //
 //	WALSYNC_REPLICA        replica root URL, file:// or s3:// (required)
 //	WALSYNC_SYNC_INTERVAL  batch window, e.g. 1s (optional)
+//	WALSYNC_COMPACTION_LEVELS  compaction intervals of levels 1, 2, ..., e.g. 30s,5m,1h (optional;
+//	                       level 1's is also how often the per-transaction logs are uploaded)
 //	WALSYNC_DIR            databases inside it replicate to <replica>/<relative path>;
 //	                       others to <replica>/<absolute path without the leading />
 //	                       (optional, default the working directory)
@@ -28,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +63,15 @@ func register() error {
 			return fmt.Errorf("WALSYNC_SYNC_INTERVAL=%q: use a duration such as 1s or 500ms", s)
 		}
 		cfg.SyncInterval = d
+	}
+	if s := os.Getenv("WALSYNC_COMPACTION_LEVELS"); s != "" {
+		for _, f := range strings.Split(s, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(f))
+			if err != nil || d <= 0 {
+				return fmt.Errorf("WALSYNC_COMPACTION_LEVELS=%q: use durations separated by commas, such as 30s,5m,1h", s)
+			}
+			cfg.CompactionLevels = append(cfg.CompactionLevels, d)
+		}
 	}
 	if cfg.Replica == "" {
 		return fmt.Errorf("WALSYNC_REPLICA is not set: set it to the replica root URL, e.g. file:///var/backups/walsync or s3://bucket/prefix")

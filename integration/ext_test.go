@@ -28,7 +28,7 @@ func extPath(t testing.TB) string {
 
 // extEnv is the environment of a process that loads the extension.
 func extEnv(dir, rep string) []string {
-	return append(os.Environ(), "WALSYNC_REPLICA=file://"+rep, "WALSYNC_DIR="+dir, "WALSYNC_SYNC_INTERVAL=100ms")
+	return append(os.Environ(), "WALSYNC_REPLICA=file://"+rep, "WALSYNC_DIR="+dir, "WALSYNC_SYNC_INTERVAL=100ms", "WALSYNC_COMPACTION_LEVELS=300ms")
 }
 
 const pyLoad = `

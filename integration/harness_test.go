@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -156,6 +157,10 @@ func (m *mount) start() {
 func (m *mount) startNoWait() {
 	m.t.Helper()
 	args := append([]string{"mount", m.mnt, "--data", m.data, "--replica", m.replicaURL(), "--sync-interval", "100ms", "--log-level", "debug"}, m.args...)
+	if !slices.Contains(m.args, "--compaction-levels") {
+		// Transactions one by one reach the replica with level 1: soon.
+		args = append(args, "--compaction-levels", "300ms")
+	}
 	bin := walsyncBin
 	if m.bin != "" {
 		bin = m.bin
@@ -274,9 +279,17 @@ func waitUnstaged(staged func() int64) bool {
 }
 
 func (m *mount) stagedBytes() int64 {
+	return dirStaged(filepath.Join(m.data, ".walsync", "staging"))
+}
+
+// dirStaged is what a staging directory holds that is not on the replica
+// yet: transactions staged, and transactions whose level-0 file is
+// uploaded but whose transaction log is not (kept/txlog).
+func dirStaged(dir string) int64 {
 	var n int64
-	_ = filepath.Walk(filepath.Join(m.data, ".walsync", "staging"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() && (fi.Name() == "pending" || strings.HasPrefix(fi.Name(), "batch-")) {
+	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && (fi.Name() == "pending" || strings.HasPrefix(fi.Name(), "batch-") ||
+			filepath.Base(filepath.Dir(p)) == "txlog" && filepath.Base(filepath.Dir(filepath.Dir(p))) == "kept") {
 			n += fi.Size()
 		}
 		return nil

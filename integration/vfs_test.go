@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +40,8 @@ func sharedVFS(t testing.TB) *vfsFrontEnd {
 		}
 		fe := &vfsFrontEnd{dir: filepath.Join(root, "data"), rep: filepath.Join(root, "replica")}
 		fe.staging = filepath.Join(fe.dir, ".walsync", "staging")
-		v, err := vfs.New(context.Background(), vfs.Config{Replica: "file://" + fe.rep, Dir: fe.dir, SyncInterval: 100 * time.Millisecond})
+		v, err := vfs.New(context.Background(), vfs.Config{Replica: "file://" + fe.rep, Dir: fe.dir, SyncInterval: 100 * time.Millisecond,
+			CompactionLevels: []time.Duration{300 * time.Millisecond}})
 		if err != nil {
 			vfsErr = err
 			return
@@ -71,17 +71,6 @@ func (f *vfsFrontEnd) waitShipped() {
 	if !waitUnstaged(func() int64 { return dirStaged(f.staging) }) {
 		f.t.Fatal("the VFS did not ship its staged transactions in time")
 	}
-}
-
-func dirStaged(dir string) int64 {
-	var n int64
-	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() && (fi.Name() == "pending" || strings.HasPrefix(fi.Name(), "batch-")) {
-			n += fi.Size()
-		}
-		return nil
-	})
-	return n
 }
 
 func (f *vfsFrontEnd) latestTXID(db string) ltx.TXID {

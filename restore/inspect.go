@@ -86,29 +86,44 @@ type Problem struct {
 
 func (p Problem) String() string { return fmt.Sprintf("%s: %v", p.Object, p.Err) }
 
-// verifyTxLog checks a transaction log object, downloaded into a temporary
-// file in dir (its records are read at their offsets).
-func verifyTxLog(ctx context.Context, c storage.Client, db string, fi *ltx.FileInfo, dir string) error {
+// verifyTxLog checks a transaction log object: every record's checksum, the
+// object's own (zstd content checksum), and that its transactions follow
+// each other (TXIDs and pre-/post-apply checksums) from its first TXID to
+// its last.
+func verifyTxLog(ctx context.Context, c storage.Client, db string, fi *ltx.FileInfo) error {
 	rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	f, err := os.CreateTemp(dir, ".walsync-txlog-*")
+	tr, closer, err := storage.OpenTxLogObject(rc)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	n, err := io.Copy(f, rc)
-	if err != nil {
-		return err
+	defer closer.Close()
+	var prev *storage.TxRecord
+	for {
+		r, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case prev == nil && r.TXID != fi.MinTXID:
+			return fmt.Errorf("starts at TXID %d, not %d as its name says", r.TXID, fi.MinTXID)
+		case prev != nil && r.TXID != prev.TXID+1:
+			return fmt.Errorf("TXID %d follows %d", r.TXID, prev.TXID)
+		case prev != nil && r.Pre != prev.Post:
+			return fmt.Errorf("transaction %d: pre-apply checksum %s does not follow %s", r.TXID, r.Pre, prev.Post)
+		}
+		prev = &r
 	}
-	recs, _, err := storage.ReadTxLog(f, n, true)
-	if err == nil && (len(recs) == 0 || recs[0].TXID != fi.MinTXID || recs[len(recs)-1].TXID != fi.MaxTXID) {
-		err = fmt.Errorf("holds transactions that do not match its name")
+	if prev == nil || prev.TXID != fi.MaxTXID {
+		return fmt.Errorf("holds transactions that do not match its name")
 	}
-	return err
+	return nil
 }
 
 // Verify checks every object of a database (LTX file checksums, transaction
@@ -125,6 +140,7 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		noChksum bool
 	}
 	var l0 []checked
+	var upper []*ltx.FileInfo // levels 1..8: level-0 files they cover expire
 	for level := storage.TxLogLevel; level <= storage.MaxLevel; level++ {
 		infos, err := c.LTXFiles(ctx, db, level)
 		if err != nil {
@@ -133,7 +149,7 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		for _, fi := range infos {
 			name := c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID)
 			if level == storage.TxLogLevel {
-				if err := verifyTxLog(ctx, c, db, fi, tmpDir); err != nil {
+				if err := verifyTxLog(ctx, c, db, fi); err != nil {
 					problems = append(problems, Problem{name, err})
 				}
 				continue
@@ -158,6 +174,8 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 			}
 			if level == 0 {
 				l0 = append(l0, checked{fi, hdr.PreApplyChecksum, dec.Trailer().PostApplyChecksum, hdr.NoChecksum()})
+			} else if level < storage.SnapshotLevel {
+				upper = append(upper, fi)
 			}
 		}
 	}
@@ -166,7 +184,7 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		prev, cur := l0[i-1], l0[i]
 		name := c.ObjectURL(db, 0, cur.fi.MinTXID, cur.fi.MaxTXID)
 		switch {
-		case cur.fi.MinTXID > prev.fi.MaxTXID+1:
+		case cur.fi.MinTXID > prev.fi.MaxTXID+1 && !coveredAbove(upper, prev.fi.MaxTXID+1, cur.fi.MinTXID-1):
 			problems = append(problems, Problem{name, fmt.Errorf("level 0 has a gap: TXIDs %d-%d are missing", prev.fi.MaxTXID+1, cur.fi.MinTXID-1)})
 		case cur.fi.MinTXID == prev.fi.MaxTXID+1 && !cur.noChksum && !prev.noChksum && cur.pre != prev.post:
 			problems = append(problems, Problem{name, fmt.Errorf("pre-apply checksum %s does not follow %s", cur.pre, prev.post)})
@@ -179,4 +197,14 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		return "", problems, nil
 	}
 	return out, problems, nil
+}
+
+// coveredAbove reports whether one file of files spans TXIDs min to max.
+func coveredAbove(files []*ltx.FileInfo, min, max ltx.TXID) bool {
+	for _, fi := range files {
+		if fi.MinTXID <= min && max <= fi.MaxTXID {
+			return true
+		}
+	}
+	return false
 }

@@ -83,12 +83,33 @@ func Plan(ctx context.Context, c storage.Client, db string, target ltx.TXID) ([]
 			}
 		}
 		if best == nil {
-			return nil, 0, fmt.Errorf("the backup of %q at %s has no file continuing after TXID %d toward %d", db, c.URL(), pos, target)
+			return nil, 0, notRestorable(c, db, all, txlogs, pos, target)
 		}
 		plan = append(plan, best)
 		pos = min(best.MaxTXID, target)
 	}
 	return plan, target, nil
+}
+
+// notRestorable explains why a chain stops at pos before target.
+func notRestorable(c storage.Client, db string, all, txlogs []*ltx.FileInfo, pos, target ltx.TXID) error {
+	below, above := newReach(append(append([]*ltx.FileInfo(nil), all...), txlogs...)).around(target)
+	var near string
+	switch {
+	case below > 0 && above > 0:
+		near = fmt.Sprintf("; the nearest restorable are TXID %d and TXID %d", below, above)
+	case below > 0:
+		near = fmt.Sprintf("; the nearest restorable is TXID %d", below)
+	case above > 0:
+		near = fmt.Sprintf("; the nearest restorable is TXID %d", above)
+	}
+	for _, fi := range all {
+		if fi.MinTXID <= target && target < fi.MaxTXID && fi.MinTXID > pos {
+			return fmt.Errorf("TXID %d of %q is inside %s (TXIDs %d to %d), whose transactions one by one are not on the replica yet "+
+				"(they are uploaded with the next level-1 compaction)%s", target, db, c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), fi.MinTXID, fi.MaxTXID, near)
+		}
+	}
+	return fmt.Errorf("the backup of %q at %s has no file continuing after TXID %d toward %d%s", db, c.URL(), pos, target, near)
 }
 
 // Restore writes the database db of the replica to output.
@@ -213,27 +234,30 @@ func (a *applier) applyFile(f *os.File, fi *ltx.FileInfo, pos *ltx.TXID, target 
 		*pos = fi.MaxTXID
 		return nil
 	}
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	recs, _, err := storage.ReadTxLog(f, st.Size(), true)
+	tr, closer, err := storage.OpenTxLogObject(f)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	for _, r := range recs {
+	defer closer.Close()
+	for {
+		r, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 		if r.TXID <= *pos {
 			continue
 		}
 		if r.TXID > target {
-			break
+			return nil
 		}
-		if err := a.applyRecord(f, r, *pos); err != nil {
+		if err := a.applyRecord(tr, r, *pos); err != nil {
 			return fmt.Errorf("%s transaction %d: %w", name, r.TXID, err)
 		}
 		*pos = r.TXID
 	}
-	return nil
 }
 
 // pending is one file being downloaded into a temporary file.
@@ -299,8 +323,9 @@ func download(ctx context.Context, c storage.Client, db string, plan []*ltx.File
 	return out
 }
 
-// applyRecord applies one transaction of a transaction log.
-func (a *applier) applyRecord(ra io.ReaderAt, r storage.TxRecord, pos ltx.TXID) error {
+// applyRecord applies one transaction of a transaction log, its pages read
+// from tr (which verifies the record as its last page is read).
+func (a *applier) applyRecord(tr *storage.TxLogReader, r storage.TxRecord, pos ltx.TXID) error {
 	if r.TXID != pos+1 {
 		return fmt.Errorf("is TXID %d, expected %d", r.TXID, pos+1)
 	}
@@ -313,16 +338,15 @@ func (a *applier) applyRecord(ra io.ReaderAt, r storage.TxRecord, pos ltx.TXID) 
 		}
 	}
 	a.pageSize = r.PageSize
-	buf := make([]byte, r.PageSize)
+	if uint32(len(a.buf)) != r.PageSize {
+		a.buf = make([]byte, r.PageSize)
+	}
 	for i := 0; i < int(r.PageCount); i++ {
-		pgno, off, err := r.PageOffset(ra, i)
+		pgno, err := tr.ReadPage(a.buf)
 		if err != nil {
 			return err
 		}
-		if _, err := ra.ReadAt(buf, off); err != nil {
-			return err
-		}
-		if _, err := a.f.WriteAt(buf, int64(pgno-1)*int64(r.PageSize)); err != nil {
+		if _, err := a.f.WriteAt(a.buf, int64(pgno-1)*int64(r.PageSize)); err != nil {
 			return err
 		}
 	}

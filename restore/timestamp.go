@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -23,11 +22,19 @@ func TXIDAt(ctx context.Context, c storage.Client, db string, t time.Time) (ltx.
 	if len(all) == 0 {
 		return 0, fmt.Errorf("no backup of %q at %s", db, c.URL())
 	}
+	txlogs, err := c.LTXFiles(ctx, db, storage.TxLogLevel)
+	if err != nil {
+		return 0, err
+	}
+	r := newReach(append(append([]*ltx.FileInfo(nil), all...), txlogs...))
 	sort.Slice(all, func(i, j int) bool { return all[i].MaxTXID > all[j].MaxTXID })
 	ms := t.UnixMilli()
 	var base ltx.TXID
 	var earliest int64
 	for _, fi := range all {
+		if !r.has(fi.MaxTXID) {
+			continue // no chain stops there (yet)
+		}
 		hdr, err := readHeader(ctx, c, db, fi)
 		if err != nil {
 			return 0, err
@@ -42,35 +49,52 @@ func TXIDAt(ctx context.Context, c storage.Client, db string, t time.Time) (ltx.
 		return 0, fmt.Errorf("%s has no transaction at or before %s (the earliest kept is at %s)",
 			db, t.UTC().Format(time.RFC3339Nano), time.UnixMilli(earliest).UTC().Format(time.RFC3339Nano))
 	}
-	// Transactions of the next batch that are still at or before t.
-	txlogs, err := c.LTXFiles(ctx, db, storage.TxLogLevel)
-	if err != nil {
-		return 0, err
-	}
+	// Transactions of the transaction log that goes on from base that are
+	// still at or before t.
 	for _, fi := range txlogs {
-		if fi.MinTXID > base+1 || fi.MaxTXID <= base {
+		if fi.MinTXID > base+1 || fi.MaxTXID <= base || !r.has(fi.MinTXID-1) {
 			continue
 		}
-		data, err := readAll(ctx, c, db, fi)
+		last, err := lastAtOrBefore(ctx, c, db, fi, base, ms)
 		if err != nil {
 			return 0, err
 		}
-		recs, _, err := storage.ReadTxLog(bytes.NewReader(data), int64(len(data)), true)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
-		}
-		for _, r := range recs {
-			if r.TXID <= base {
-				continue
-			}
-			if r.Timestamp > ms {
-				break
-			}
-			base = r.TXID
-		}
-		break
+		return max(base, last), nil
 	}
 	return base, nil
+}
+
+// lastAtOrBefore returns the last transaction after base of a transaction
+// log committed at or before ms (0 if none is).
+func lastAtOrBefore(ctx context.Context, c storage.Client, db string, fi *ltx.FileInfo, base ltx.TXID, ms int64) (ltx.TXID, error) {
+	name := c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID)
+	rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	tr, closer, err := storage.OpenTxLogObject(rc)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	defer closer.Close()
+	var last ltx.TXID
+	for {
+		r, err := tr.Next()
+		if err == io.EOF {
+			return last, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		if r.TXID <= base {
+			continue
+		}
+		if r.Timestamp > ms {
+			return last, nil
+		}
+		last = r.TXID
+	}
 }
 
 func readHeader(ctx context.Context, c storage.Client, db string, fi *ltx.FileInfo) (ltx.Header, error) {
@@ -84,13 +108,4 @@ func readHeader(ctx context.Context, c storage.Client, db string, fi *ltx.FileIn
 		return ltx.Header{}, fmt.Errorf("%s: %w", c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), err)
 	}
 	return hdr, nil
-}
-
-func readAll(ctx context.Context, c storage.Client, db string, fi *ltx.FileInfo) ([]byte, error) {
-	rc, err := c.OpenLTXFile(ctx, db, fi.Level, fi.MinTXID, fi.MaxTXID)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -48,6 +49,7 @@ func (s *Shipper) compactLoop() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
+			s.expireDue()
 			for i, d := range s.opts.Levels {
 				if now.Sub(last[i]) >= d {
 					last[i] = now
@@ -154,8 +156,15 @@ func (st *stage) forget(key int) {
 	delete(st.compacted, key)
 }
 
-// compactLevel merges the files of level-1 that follow the last file of level.
+// compactLevel merges the files of level-1 that follow the last file of
+// level. At level 1 it first uploads the per-transaction detail kept since
+// the last pass, and afterwards expires level-0 files (expireL0).
 func (s *Shipper) compactLevel(st *stage, level int) error {
+	if level == 1 {
+		if _, err := s.uploadDetail(s.ctx, st); err != nil {
+			return err
+		}
+	}
 	if st.nothingToMerge(level) || st.upToDate(level) {
 		return nil
 	}
@@ -177,6 +186,9 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 	} else if len(src) > 0 {
 		from = src[0].MinTXID - 1
 	}
+	if level == 1 {
+		st.coveredL0(src, dst)
+	}
 	chain := storage.Chain(src, from, 0)
 	if len(chain) < 2 {
 		// Nothing to merge: a single file would only be copied. It is
@@ -195,9 +207,15 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 	}
 	if err != nil {
 		st.forget(level)
+		if errors.Is(err, syscall.ENOSPC) {
+			s.dropAllKept(st, "staging is full") // the copies: compaction downloads instead
+		}
 		return err
 	}
 	st.compactedInto(level, listed)
+	if level == 1 {
+		st.coveredL0(chain, []*ltx.FileInfo{{Level: 1, MinTXID: chain[0].MinTXID, MaxTXID: chain[len(chain)-1].MaxTXID}})
+	}
 	return nil
 }
 
@@ -258,9 +276,12 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 	min, max := chain[0].MinTXID, chain[len(chain)-1].MaxTXID
 	rdrs := make([]io.Reader, len(chain))
 	for i, fi := range chain {
-		rc, err := s.opts.Client.OpenLTXFile(ctx, st.db, fi.Level, fi.MinTXID, fi.MaxTXID)
-		if err != nil {
-			return err
+		rc, ok := st.openKept(fi) // no download when staging has a copy
+		if !ok {
+			var err error
+			if rc, err = s.opts.Client.OpenLTXFile(ctx, st.db, fi.Level, fi.MinTXID, fi.MaxTXID); err != nil {
+				return err
+			}
 		}
 		defer rc.Close()
 		rdrs[i] = rc
@@ -294,6 +315,12 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 	ts := time.UnixMilli(c.Header().Timestamp)
 	if err := s.opts.Client.WriteLTXFile(ctx, st.db, level, min, max, out, ts); err != nil {
 		return fmt.Errorf("upload level %d %s: %w", level, ltx.FormatFilename(min, max), err)
+	}
+	if level < len(s.opts.Levels) {
+		st.keepLTX(level, min, max, out) // the level above is compacted from it
+	}
+	if level != storage.SnapshotLevel {
+		st.dropKept(chain)
 	}
 	s.log.Debug("compacted", "db", st.db, "level", level, "min_txid", min, "max_txid", max, "files", len(chain))
 	return nil

@@ -25,6 +25,10 @@ func (s *Shipper) overLimit() {
 	go func() {
 		defer s.collapsing.Store(false)
 		before := s.staged.Load()
+		s.forEachDB(func(st *stage) error {
+			s.dropAllKept(st, "staging over --max-staging")
+			return nil
+		})
 		s.forEachDB(s.collapse)
 		after := s.staged.Load()
 		if after > s.opts.MaxStaging {
@@ -180,7 +184,7 @@ func (s *Shipper) shipMerged(ctx context.Context, st *stage, path string) error 
 			return err
 		}
 	}
-	return st.removeStaged(path)
+	return st.keepMerged(path, hdr.MinTXID, hdr.MaxTXID)
 }
 
 func readLTXFile(path string) (ltx.Header, ltx.Trailer, error) {

@@ -188,8 +188,8 @@ func (st *stage) reset(remote capture.Pos) (string, error) {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if n == "pending" || n == "shipped.json" || strings.HasPrefix(n, "batch-") {
-			if fi, err := e.Info(); err == nil && n != "shipped.json" {
+		if n == "pending" || n == "shipped.json" || n == keptDir || strings.HasPrefix(n, "batch-") {
+			if fi, err := e.Info(); err == nil && n != "shipped.json" && n != keptDir {
 				st.stagedBytes.Add(-fi.Size())
 			}
 			if err := os.Rename(filepath.Join(st.dir, n), filepath.Join(dst, n)); err != nil {

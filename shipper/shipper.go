@@ -6,6 +6,7 @@
 //	pending             the transaction log being appended to (storage.ReadTxLog format)
 //	batch-<minTXID>.log sealed batches waiting for upload, shipped in TXID order
 //	shipped.json        the position of the last transaction uploaded
+//	kept/               what is kept after upload (kept.go)
 //
 // Stage appends with write(2) before the SQLite write that committed the
 // transaction returns, so a crash of walsync loses nothing SQLite saw
@@ -15,10 +16,12 @@
 //
 // Shipping: a database's first staged transaction starts its batch window
 // (the sync interval); when it ends the pending log is sealed and one worker
-// of a shared pool uploads it: the level-9 snapshot when the batch starts the
-// database at TXID 1, then, concurrently, the batch's transaction log object
-// (when it holds more than one transaction) and one level-0 LTX file
-// compacting the whole batch. Failed uploads are retried with exponential backoff and jitter; the
+// of a shared pool uploads it as one level-0 LTX file compacting the whole
+// batch (plus the level-9 snapshot when the batch starts the database at
+// TXID 1): one PUT per batch. The batch's transactions one by one stay in
+// staging and go up with the next level-1 compaction, in one
+// transaction-log object for every batch since the last (compact.go).
+// Failed uploads are retried with exponential backoff and jitter; the
 // sealed batch stays on disk until it is uploaded, across restarts.
 package shipper
 
@@ -26,7 +29,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -70,6 +72,10 @@ type Options struct {
 	Levels           []time.Duration
 	SnapshotInterval time.Duration
 	Retention        time.Duration
+	// L0Retention is how long a level-0 file stays once level 1 and the
+	// transaction logs hold everything it does (default
+	// DefaultL0Retention; negative: until Retention deletes it).
+	L0Retention time.Duration
 }
 
 // Shipper stages and uploads transactions for any number of databases.
@@ -125,6 +131,9 @@ func New(opts Options) (*Shipper, error) {
 	}
 	if opts.Retention == 0 {
 		opts.Retention = 24 * time.Hour
+	}
+	if opts.L0Retention == 0 {
+		opts.L0Retention = DefaultL0Retention
 	}
 	if err := PrivateDir(opts.Dir); err != nil {
 		return nil, fmt.Errorf("staging directory %s: %w", opts.Dir, err)
@@ -323,6 +332,7 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 	}
 	first, err := st.append(tx)
 	if err != nil {
+		s.stagingFailed(err)
 		return err
 	}
 	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
@@ -497,6 +507,23 @@ func (s *Shipper) FlushDB(ctx context.Context, db string) error {
 	}
 }
 
+// FlushDetail uploads the transactions one by one (the transaction log)
+// of what one database shipped since the last level-1 pass, without
+// waiting for that pass: a process about to end (the VFS's last
+// connection closes) does not leave them for the next start.
+func (s *Shipper) FlushDetail(ctx context.Context, db string) error {
+	st, err := s.stage(db)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	return s.compactOne(st, func(st *stage) error {
+		_, err := s.uploadDetail(ctx, st)
+		return err
+	})
+}
+
 // retryDelay is how long a flush waits before trying a database again:
 // shortly when another process was shipping it (it is done soon), a batch
 // window after a failure.
@@ -521,6 +548,16 @@ func (s *Shipper) bounded(ctx context.Context) (context.Context, context.CancelF
 // uploaded stays staged for the next start.
 func (s *Shipper) Close(ctx context.Context) error {
 	err := s.Flush(ctx)
+	if err == nil {
+		// The per-transaction detail of the last batches goes up now, not
+		// at the next start.
+		dctx, cancel := s.bounded(ctx)
+		s.forEachDB(func(st *stage) error {
+			_, err := s.uploadDetail(dctx, st)
+			return err
+		})
+		cancel()
+	}
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
@@ -598,6 +635,11 @@ func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
 	st.mu.Lock()
 	shipped := st.shipped.TXID
 	st.mu.Unlock()
+	if len(recs) == 0 {
+		return st.removeStaged(path)
+	}
+	// Once uploaded, the whole batch is kept for its transaction log.
+	first, last := recs[0].TXID, recs[len(recs)-1].TXID
 	// A crash between upload and bookkeeping leaves already shipped records.
 	for len(recs) > 0 && recs[0].TXID <= shipped {
 		recs = recs[1:]
@@ -613,16 +655,13 @@ func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
 		}
 		recs = recs[n:]
 	}
-	return st.removeStaged(path)
+	return st.keepBatch(path, first, last)
 }
 
 // upload writes one batch of contiguous transactions to the replica.
 func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []storage.TxRecord) error {
 	db := st.db
 	first, last := recs[0], recs[len(recs)-1]
-	min, max := first.TXID, last.TXID
-	ts := time.UnixMilli(last.Timestamp)
-
 	st.mu.Lock()
 	prevPageSize := st.shipped.PageSize
 	st.mu.Unlock()
@@ -644,29 +683,10 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 		}
 		s.log.Info("page size changed: snapshot written", "db", db, "txid", first.TXID, "page_size", first.PageSize, "was", prevPageSize)
 	}
-	// The per-transaction log and the level-0 file go up concurrently (one
-	// PUT of latency, not two); the batch counts as shipped only when both
-	// are there. If walsync stops in between, the batch is still staged and
-	// both are uploaded again (same keys) at the next start; until then a
-	// restore to a TXID inside this batch says no file continues there.
-	txlogErr := make(chan error, 1)
-	if len(recs) > 1 {
-		go func() {
-			txlog := io.NewSectionReader(f, first.Offset, last.End()-first.Offset)
-			err := s.opts.Client.WriteLTXFile(ctx, db, storage.TxLogLevel, min, max, txlog, ts)
-			if err != nil {
-				err = fmt.Errorf("upload %s transaction log %s: %w", db, ltx.FormatFilename(min, max), err)
-			}
-			txlogErr <- err
-		}()
-	} else {
-		txlogErr <- nil
-	}
-	err := s.uploadL0(ctx, st, f, recs)
-	if terr := <-txlogErr; err == nil {
-		err = terr
-	}
-	if err != nil {
+	// One PUT per batch: the level-0 file. The batch's transactions one by
+	// one stay in staging (kept.go) and go up with the next level-1
+	// compaction, in one transaction-log object for all the batches since.
+	if err := s.uploadL0(ctx, st, f, recs); err != nil {
 		return err
 	}
 	st.wroteFile(0)
@@ -713,6 +733,7 @@ func (s *Shipper) uploadL0(ctx context.Context, st *stage, f *os.File, recs []st
 	if err := s.opts.Client.WriteLTXFile(ctx, st.db, 0, min, max, l0, time.UnixMilli(recs[len(recs)-1].Timestamp)); err != nil {
 		return fmt.Errorf("upload %s level 0 %s: %w", st.db, ltx.FormatFilename(min, max), err)
 	}
+	st.keepLTX(0, min, max, l0) // level 1 is compacted from it
 	return nil
 }
 

@@ -63,6 +63,8 @@ type stage struct {
 	// restart). A level above one that got fewer than two has nothing to
 	// merge, and is skipped without listing the replica.
 	newFiles map[int]int
+	// expiring: level-0 files covered by level 1, deleted once due (expire.go)
+	expiring map[[2]ltx.TXID]expiringL0
 
 	stagedBytes *atomic.Int64 // the shipper's total
 	failures    int           // failed shipments in a row
@@ -458,6 +460,7 @@ func (s *Shipper) Batch(db string, fn func() error) error {
 	st.batching--
 	first, werr := st.writeBatchLocked()
 	st.mu.Unlock()
+	s.stagingFailed(werr)
 	if werr == nil && first {
 		s.schedule(st, s.opts.SyncInterval)
 	}

@@ -143,9 +143,15 @@ func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int
 	br := logReaders.Get().(*bufio.Reader)
 	br.Reset(io.NewSectionReader(r, 0, size))
 	defer func() { br.Reset(nil); logReaders.Put(br) }()
-	hashes := map[string]hash.Hash64{}
-	for end < size {
-		rec, err := readTxRecord(br, hashes, end, size)
+	tr := &TxLogReader{br: br}
+	for {
+		rec, err := tr.Next()
+		if err == nil {
+			err = tr.finish()
+		}
+		if err == io.EOF {
+			return recs, end, nil
+		}
 		if err != nil {
 			if strict {
 				return recs, end, errors.Join(ErrCorrupt, fmt.Errorf("transaction record at offset %d: %w", end, err))
@@ -155,27 +161,52 @@ func ReadTxLog(r io.ReaderAt, size int64, strict bool) (recs []TxRecord, end int
 		recs = append(recs, rec)
 		end = rec.End()
 	}
-	return recs, end, nil
 }
 
-// readTxRecord reads the record at off from br, positioned there.
-// hashes caches one record hash per format.
-func readTxRecord(br *bufio.Reader, hashes map[string]hash.Hash64, off, size int64) (TxRecord, error) {
-	var h [TxRecordHeadSize]byte
-	if _, err := io.ReadFull(br, h[:]); err != nil {
+// TxLogReader reads the records of a transaction log as a stream, verifying
+// each: a record's checksum is checked as soon as its last page is read.
+type TxLogReader struct {
+	br     *bufio.Reader
+	off    int64 // of the next byte
+	rec    TxRecord
+	left   uint32 // pages of rec not read yet
+	open   bool   // rec's tail is not read yet
+	crc    hash.Hash64
+	hashes map[string]hash.Hash64 // one record hash per format
+}
+
+// NewTxLogReader reads records from r.
+func NewTxLogReader(r io.Reader) *TxLogReader {
+	return &TxLogReader{br: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// Next skips what is left of the current record (verifying it) and returns
+// the head of the next one; io.EOF at the end of the log.
+func (tr *TxLogReader) Next() (TxRecord, error) {
+	if err := tr.finish(); err != nil {
 		return TxRecord{}, err
+	}
+	var h [TxRecordHeadSize]byte
+	n, err := io.ReadFull(tr.br, h[:])
+	if err == io.EOF {
+		return TxRecord{}, io.EOF
+	} else if err != nil {
+		return TxRecord{}, fmt.Errorf("%w: record head at offset %d: %w", ErrCorrupt, tr.off, err)
 	}
 	magic := string(h[:4])
 	if magic != txLogMagic && magic != txLogMagicV2 {
-		return TxRecord{}, errors.New("bad magic")
+		return TxRecord{}, fmt.Errorf("%w: record at offset %d: bad magic", ErrCorrupt, tr.off)
 	}
-	crc := hashes[magic]
+	if tr.hashes == nil {
+		tr.hashes = map[string]hash.Hash64{}
+	}
+	crc := tr.hashes[magic]
 	if crc == nil {
 		crc = newRecordHash(magic)
-		hashes[magic] = crc
+		tr.hashes[magic] = crc
 	}
 	rec := TxRecord{
-		Offset:    off,
+		Offset:    tr.off,
 		PageSize:  binary.BigEndian.Uint32(h[4:]),
 		Commit:    binary.BigEndian.Uint32(h[8:]),
 		PageCount: binary.BigEndian.Uint32(h[12:]),
@@ -185,24 +216,76 @@ func readTxRecord(br *bufio.Reader, hashes map[string]hash.Hash64, off, size int
 		Timestamp: int64(binary.BigEndian.Uint64(h[40:])),
 	}
 	if !ltx.IsValidPageSize(rec.PageSize) || rec.TXID == 0 {
-		return TxRecord{}, errors.New("bad head")
+		return TxRecord{}, fmt.Errorf("%w: record at offset %d: bad head", ErrCorrupt, tr.off)
 	}
-	if rec.End() > size {
-		return TxRecord{}, errors.New("truncated")
-	}
+	tr.off += int64(n)
 	crc.Reset()
 	crc.Write(h[:])
-	if _, err := io.CopyN(crc, br, rec.Size()-TxRecordHeadSize-txRecordTailSize); err != nil {
-		return TxRecord{}, err
-	}
-	var tail [txRecordTailSize]byte
-	if _, err := io.ReadFull(br, tail[:]); err != nil {
-		return TxRecord{}, err
-	}
-	if binary.BigEndian.Uint64(tail[:]) != crc.Sum64() {
-		return TxRecord{}, errors.New("checksum mismatch")
+	tr.rec, tr.left, tr.open, tr.crc = rec, rec.PageCount, true, crc
+	if tr.left == 0 {
+		return rec, tr.readTail()
 	}
 	return rec, nil
+}
+
+// ReadPage reads the next page of the current record into buf (its page
+// size) and returns its page number. Reading the last page verifies the
+// record.
+func (tr *TxLogReader) ReadPage(buf []byte) (uint32, error) {
+	if tr.left == 0 || uint32(len(buf)) != tr.rec.PageSize {
+		return 0, fmt.Errorf("transaction %d: no page to read", tr.rec.TXID)
+	}
+	var b [4]byte
+	if _, err := io.ReadFull(tr.br, b[:]); err != nil {
+		return 0, tr.truncated(err)
+	}
+	if _, err := io.ReadFull(tr.br, buf); err != nil {
+		return 0, tr.truncated(err)
+	}
+	tr.crc.Write(b[:])
+	tr.crc.Write(buf)
+	tr.off += 4 + int64(len(buf))
+	tr.left--
+	if tr.left == 0 {
+		return binary.BigEndian.Uint32(b[:]), tr.readTail()
+	}
+	return binary.BigEndian.Uint32(b[:]), nil
+}
+
+// finish reads and verifies what is left of the current record.
+func (tr *TxLogReader) finish() error {
+	if !tr.open {
+		return nil
+	}
+	if tr.left > 0 {
+		n := int64(tr.left) * (4 + int64(tr.rec.PageSize))
+		if _, err := io.CopyN(tr.crc, tr.br, n); err != nil {
+			return tr.truncated(err)
+		}
+		tr.off += n
+		tr.left = 0
+	}
+	return tr.readTail()
+}
+
+func (tr *TxLogReader) readTail() error {
+	var tail [txRecordTailSize]byte
+	if _, err := io.ReadFull(tr.br, tail[:]); err != nil {
+		return tr.truncated(err)
+	}
+	tr.off += txRecordTailSize
+	tr.open = false
+	if binary.BigEndian.Uint64(tail[:]) != tr.crc.Sum64() {
+		return fmt.Errorf("%w: transaction %d (record at offset %d): checksum mismatch", ErrCorrupt, tr.rec.TXID, tr.rec.Offset)
+	}
+	return nil
+}
+
+func (tr *TxLogReader) truncated(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%w: transaction %d (record at offset %d) is truncated: %w", ErrCorrupt, tr.rec.TXID, tr.rec.Offset, err)
 }
 
 // PageOffset returns the offset of the data of the i-th page of the record

@@ -96,6 +96,8 @@ func (fl *file) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), fl.v.cfg.CloseTimeout)
 		if ferr := fl.v.shipper.FlushDB(ctx, fl.db.Name); ferr != nil {
 			fl.v.log.Warn("pending transactions stay staged and ship at the next start", "db", fl.db.Name, "err", ferr)
+		} else if ferr := fl.v.shipper.FlushDetail(ctx, fl.db.Name); ferr != nil {
+			fl.v.log.Warn("the transaction log of the last batches stays staged and ships at the next level-1 pass", "db", fl.db.Name, "err", ferr)
 		}
 		cancel()
 	}

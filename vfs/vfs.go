@@ -64,8 +64,12 @@ type Config struct {
 	// when its last connection closes; default 10s. What is left ships at
 	// the next start.
 	CloseTimeout time.Duration
-	Backend      storage.Options
-	Logger       *slog.Logger
+	// CompactionLevels are the compaction intervals of levels 1, 2, ...;
+	// default shipper.DefaultLevels. Level 1's is also how often the
+	// transactions one by one (the transaction logs) are uploaded.
+	CompactionLevels []time.Duration
+	Backend          storage.Options
+	Logger           *slog.Logger
 }
 
 // VFS captures every database opened through it.
@@ -121,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*VFS, error) {
 		staging = filepath.Join(dir, ".walsync", "staging")
 	}
 	sh, err := shipper.New(shipper.Options{Dir: staging, Client: client, SyncInterval: cfg.SyncInterval, Logger: cfg.Logger,
-		Shared: true}) // other processes may load the VFS on the same databases
+		Levels: cfg.CompactionLevels, Shared: true}) // other processes may load the VFS on the same databases
 	if err != nil {
 		return nil, fmt.Errorf("walsync VFS: %w", err)
 	}

@@ -33,6 +33,7 @@ func newMountCmd() *cobra.Command {
 		levels       []time.Duration
 		snapshotIvl  time.Duration
 		retention    time.Duration
+		l0Retention  time.Duration
 		maxStagingMB int64
 		memLimitMB   int64
 		ownerOnly    bool
@@ -54,7 +55,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 			}
 			return runMount(args[0], dataDir, replicaURL, ownerOnly, capture, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
-				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention,
+				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention, L0Retention: l0Retention,
 				MaxStaging: maxStagingMB << 20,
 			})
 		},
@@ -66,6 +67,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	cmd.Flags().DurationSliceVar(&levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
 	durationFlag(cmd, &snapshotIvl, "snapshot-interval", 24*time.Hour, "how often a full snapshot (level 9) is written")
 	durationFlag(cmd, &retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
+	cmd.Flags().DurationVar(&l0Retention, "l0-retention", shipper.DefaultL0Retention, "how long a level-0 file stays once level 1 and the transaction logs hold what it does (negative: until --retention)")
 	cmd.Flags().Int64Var(&maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	cmd.Flags().Int64Var(&memLimitMB, "memory-limit-mb", 24, "soft limit of the Go heap and runtime in MiB: the garbage collector works harder near it, it never fails an operation (0: none; GOMEMLIMIT, if set, wins over the default)")

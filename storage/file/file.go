@@ -59,7 +59,7 @@ func (c *Client) LTXFiles(ctx context.Context, db string, level int) ([]*ltx.Fil
 	}
 	var a []*ltx.FileInfo
 	for _, e := range ents {
-		min, max, err := ltx.ParseFilename(e.Name())
+		min, max, err := storage.ParseFilename(level, e.Name())
 		if err != nil {
 			continue
 		}
@@ -79,12 +79,15 @@ func (c *Client) LTXFiles(ctx context.Context, db string, level int) ([]*ltx.Fil
 }
 
 func (c *Client) filePath(db string, level int, min, max ltx.TXID) string {
-	return filepath.Join(c.LevelDir(db, level), ltx.FormatFilename(min, max))
+	return filepath.Join(c.LevelDir(db, level), storage.Filename(level, min, max))
 }
 
 // OpenLTXFile opens one file.
 func (c *Client) OpenLTXFile(ctx context.Context, db string, level int, min, max ltx.TXID) (io.ReadCloser, error) {
 	f, err := os.Open(c.filePath(db, level, min, max))
+	if errors.Is(err, fs.ErrNotExist) && level == storage.TxLogLevel {
+		f, err = os.Open(filepath.Join(c.LevelDir(db, level), storage.LegacyTxLogFilename(min, max)))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", c.filePath(db, level, min, max), storage.ErrNotFound)
 	}
@@ -133,6 +136,12 @@ func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.Fil
 	for _, fi := range files {
 		if err := os.Remove(c.filePath(db, fi.Level, fi.MinTXID, fi.MaxTXID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
+		}
+		if fi.Level == storage.TxLogLevel {
+			legacy := filepath.Join(c.LevelDir(db, fi.Level), storage.LegacyTxLogFilename(fi.MinTXID, fi.MaxTXID))
+			if err := os.Remove(legacy); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
 		}
 	}
 	return nil

@@ -112,7 +112,7 @@ func (c *Client) levelPrefix(db string, level int) string {
 }
 
 func (c *Client) key(db string, level int, min, max ltx.TXID) string {
-	return c.levelPrefix(db, level) + ltx.FormatFilename(min, max)
+	return c.levelPrefix(db, level) + storage.Filename(level, min, max)
 }
 
 // Check verifies at startup that the bucket exists and the credentials work.
@@ -156,7 +156,7 @@ func (c *Client) LTXFiles(ctx context.Context, db string, level int) ([]*ltx.Fil
 			return nil, fmt.Errorf("list %s in %s: %w", c.levelPrefix(db, level), c.Describe(), err)
 		}
 		for _, obj := range page.Contents {
-			min, max, err := ltx.ParseFilename(path.Base(aws.ToString(obj.Key)))
+			min, max, err := storage.ParseFilename(level, path.Base(aws.ToString(obj.Key)))
 			if err != nil {
 				continue
 			}
@@ -201,8 +201,12 @@ func (c *Client) Levels(ctx context.Context, db string) ([]int, error) {
 func (c *Client) OpenLTXFile(ctx context.Context, db string, level int, min, max ltx.TXID) (io.ReadCloser, error) {
 	key := c.key(db, level, min, max)
 	out, err := c.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	var nsk *types.NoSuchKey
+	if errors.As(err, &nsk) && level == storage.TxLogLevel {
+		key = c.levelPrefix(db, level) + storage.LegacyTxLogFilename(min, max)
+		out, err = c.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	}
 	if err != nil {
-		var nsk *types.NoSuchKey
 		if errors.As(err, &nsk) {
 			return nil, fmt.Errorf("s3://%s/%s: %w", c.bucket, key, storage.ErrNotFound)
 		}
@@ -230,13 +234,17 @@ func (c *Client) WriteLTXFile(ctx context.Context, db string, level int, min, ma
 	return nil
 }
 
-// DeleteLTXFiles removes files, up to 1,000 per request.
+// DeleteLTXFiles removes files, up to 1,000 keys per request (a
+// transaction log's two: its name and its legacy one).
 func (c *Client) DeleteLTXFiles(ctx context.Context, db string, files []*ltx.FileInfo) error {
 	for len(files) > 0 {
-		n := min(len(files), 1000)
-		objs := make([]types.ObjectIdentifier, n)
-		for i, fi := range files[:n] {
-			objs[i] = types.ObjectIdentifier{Key: aws.String(c.key(db, fi.Level, fi.MinTXID, fi.MaxTXID))}
+		n := min(len(files), 500)
+		objs := make([]types.ObjectIdentifier, 0, n)
+		for _, fi := range files[:n] {
+			objs = append(objs, types.ObjectIdentifier{Key: aws.String(c.key(db, fi.Level, fi.MinTXID, fi.MaxTXID))})
+			if fi.Level == storage.TxLogLevel {
+				objs = append(objs, types.ObjectIdentifier{Key: aws.String(c.levelPrefix(db, fi.Level) + storage.LegacyTxLogFilename(fi.MinTXID, fi.MaxTXID))})
+			}
 		}
 		out, err := c.api.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(c.bucket), Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
 		if err != nil {
@@ -272,11 +280,15 @@ func (c *Client) Databases(ctx context.Context) ([]string, error) {
 		}
 		for _, obj := range page.Contents {
 			key := strings.TrimPrefix(aws.ToString(obj.Key), prefix)
-			if _, _, err := ltx.ParseFilename(path.Base(key)); err != nil {
-				continue
-			}
 			dir := path.Dir(key) // <db>/<level>
 			level := path.Base(dir)
+			kind := 0 // an LTX file of any level
+			if level == "txlog" {
+				kind = storage.TxLogLevel
+			}
+			if _, _, err := storage.ParseFilename(kind, path.Base(key)); err != nil {
+				continue
+			}
 			if level != "txlog" && !(len(level) == 4 && strings.Trim(level, "0123456789abcdef") == "") {
 				continue
 			}
