@@ -10,6 +10,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.90.0 // S3 API with SHA-256 upload checksums
 	github.com/aws/smithy-go v1.23.2 // S3 errors: tell a failing server from a definite answer
 	github.com/hanwen/go-fuse/v2 v2.9.0 // the mount
+	github.com/klauspost/compress v1.18.0 // zstd for transaction-log objects (successive versions of a page compress against each other)
 	github.com/mattn/go-sqlite3 v1.14.32 // SQLite for the Go VFS, examples and tests
 	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9 // the VFS and the loadable extension
 	github.com/schollz/progressbar/v3 v3.18.0 // restore's progress bar on a terminal
@@ -18,8 +19,6 @@ require (
 	golang.org/x/sys v0.49.0 // flock, OFD locks, stat
 	golang.org/x/term v0.37.0 // is stderr a terminal (restore progress)
 )
-
-require github.com/klauspost/compress v1.18.0
 
 require (
 	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.3 // indirect
