@@ -79,12 +79,16 @@ func TestDetailWithLevelOne(t *testing.T) {
 	m := newMemDB(8)
 	core := openCore(t, s, "a.db", m)
 	states := map[ltx.TXID][]byte{core.Pos().TXID: m.bytes()}
+	times := map[ltx.TXID]time.Time{}
 	const batches = 4
 	var ends []ltx.TXID
 	for b := 0; b < batches; b++ {
 		for k := 0; k < 3; k++ {
+			time.Sleep(3 * time.Millisecond) // timestamps are in ms
 			m.change(t, core, 2+k, byte(10*b+k+1))
 			states[core.Pos().TXID] = m.bytes()
+			time.Sleep(3 * time.Millisecond)
+			times[core.Pos().TXID] = time.Now()
 		}
 		if err := s.FlushDB(ctx, "a.db"); err != nil {
 			t.Fatal(err)
@@ -108,6 +112,11 @@ func TestDetailWithLevelOne(t *testing.T) {
 	if got := restoreBytes(t, root, "a.db", ends[1]); !bytes.Equal(got, states[ends[1]]) {
 		t.Fatal("a batch boundary does not restore")
 	}
+	// --timestamp inside that batch: the last restorable transaction then.
+	replica := file.New(filepath.Join(root, "a.db"))
+	if got, err := restore.TXIDAt(ctx, replica, "", times[inside]); err != nil || got != ends[0] {
+		t.Fatalf("TXID at the time of %d, before its detail is up: %d, %v; want %d", inside, got, err, ends[0])
+	}
 
 	// The level-1 pass: one transaction log, one level-1 file, no GET.
 	waitFor(t, func() bool {
@@ -126,6 +135,9 @@ func TestDetailWithLevelOne(t *testing.T) {
 		if got := restoreBytes(t, root, "a.db", txid); !bytes.Equal(got, states[txid]) {
 			t.Fatalf("TXID %d restores to another state", txid)
 		}
+	}
+	if got, err := restore.TXIDAt(ctx, replica, "", times[inside]); err != nil || got != inside {
+		t.Fatalf("TXID at the time of %d, once its detail is up: %d, %v", inside, got, err)
 	}
 	// Level 0 expires at the next pass.
 	waitFor(t, func() bool {
