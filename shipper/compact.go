@@ -66,12 +66,7 @@ func (s *Shipper) compactLoop() {
 }
 
 func (s *Shipper) forEachDB(fn func(st *stage) error) {
-	s.mu.Lock()
-	stages := make([]*stage, 0, len(s.stages))
-	for _, st := range s.stages {
-		stages = append(stages, st)
-	}
-	s.mu.Unlock()
+	stages := s.allStages()
 	for _, st := range stages {
 		select {
 		case <-s.stop:

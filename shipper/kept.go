@@ -187,12 +187,7 @@ func (s *Shipper) stagingFailed(err error) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		return
 	}
-	s.mu.Lock()
-	stages := make([]*stage, 0, len(s.stages))
-	for _, st := range s.stages {
-		stages = append(stages, st)
-	}
-	s.mu.Unlock()
+	stages := s.allStages()
 	for _, st := range stages {
 		s.dropAllKept(st, "staging is full")
 	}
