@@ -60,7 +60,7 @@ func Plan(ctx context.Context, c storage.Client, db string, target ltx.TXID) ([]
 		return nil, 0, err
 	}
 	if len(all) == 0 {
-		return nil, 0, fmt.Errorf("no backup of %q at %s", db, c.URL())
+		return nil, 0, noBackup(ctx, c, db)
 	}
 	if target == 0 {
 		for _, fi := range all {
@@ -105,11 +105,11 @@ func notRestorable(c storage.Client, db string, all, txlogs []*ltx.FileInfo, pos
 	}
 	for _, fi := range all {
 		if fi.MinTXID <= target && target < fi.MaxTXID && fi.MinTXID > pos {
-			return fmt.Errorf("TXID %d of %q is inside %s (TXIDs %d to %d), whose transactions one by one are not on the replica yet "+
-				"(they are uploaded with the next level-1 compaction)%s", target, db, c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), fi.MinTXID, fi.MaxTXID, near)
+			return fmt.Errorf("TXID %d of %s is inside %s (TXIDs %d to %d), whose transactions one by one are not on the replica yet "+
+				"(they are uploaded with the next level-1 compaction)%s", target, where(c, db), c.ObjectURL(db, fi.Level, fi.MinTXID, fi.MaxTXID), fi.MinTXID, fi.MaxTXID, near)
 		}
 	}
-	return fmt.Errorf("the backup of %q at %s has no file continuing after TXID %d toward %d%s", db, c.URL(), pos, target, near)
+	return fmt.Errorf("the backup at %s has no file continuing after TXID %d toward %d%s", where(c, db), pos, target, near)
 }
 
 // Restore writes the database db of the replica to output.

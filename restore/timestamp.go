@@ -20,7 +20,7 @@ func TXIDAt(ctx context.Context, c storage.Client, db string, t time.Time) (ltx.
 		return 0, err
 	}
 	if len(all) == 0 {
-		return 0, fmt.Errorf("no backup of %q at %s", db, c.URL())
+		return 0, noBackup(ctx, c, db)
 	}
 	txlogs, err := c.LTXFiles(ctx, db, storage.TxLogLevel)
 	if err != nil {
@@ -47,7 +47,7 @@ func TXIDAt(ctx context.Context, c storage.Client, db string, t time.Time) (ltx.
 	}
 	if base == 0 {
 		return 0, fmt.Errorf("%s has no transaction at or before %s (the earliest kept is at %s)",
-			db, t.UTC().Format(time.RFC3339Nano), time.UnixMilli(earliest).UTC().Format(time.RFC3339Nano))
+			where(c, db), t.UTC().Format(time.RFC3339Nano), time.UnixMilli(earliest).UTC().Format(time.RFC3339Nano))
 	}
 	// Transactions of the transaction log that goes on from base that are
 	// still at or before t.

@@ -548,6 +548,20 @@ func (s *Shipper) bounded(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, s.opts.FlushTimeout)
 }
 
+// Unshipped counts the transactions staged and not uploaded yet, and the
+// databases they belong to.
+func (s *Shipper) Unshipped() (txs uint64, dbs int) {
+	for _, st := range s.allStages() {
+		st.mu.Lock()
+		if st.known && st.pos.TXID > st.shipped.TXID {
+			txs += uint64(st.pos.TXID - st.shipped.TXID)
+			dbs++
+		}
+		st.mu.Unlock()
+	}
+	return txs, dbs
+}
+
 // Close flushes (bounded by ctx) and stops the workers. What could not be
 // uploaded stays staged for the next start.
 func (s *Shipper) Close(ctx context.Context) error {

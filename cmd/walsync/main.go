@@ -87,7 +87,10 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&backendOpts.Endpoint, "s3-endpoint", "", "URL of an S3-compatible server (path-style addressing); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS")
 	root.PersistentFlags().StringVar(&backendOpts.Region, "s3-region", "", "S3 region; default from AWS_REGION or the shared config")
-	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd())
+	root.Version = version()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().BoolP("version", "v", false, "print walsync's version")
+	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd(), newVersionCmd())
 	return root
 }
 

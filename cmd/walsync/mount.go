@@ -25,19 +25,20 @@ const stateDir = ".walsync"
 
 func newMountCmd() *cobra.Command {
 	var (
-		dataDir      string
-		replicaURL   string
-		syncInterval time.Duration
-		concurrency  int
-		maxBackoff   time.Duration
-		levels       []time.Duration
-		snapshotIvl  time.Duration
-		retention    time.Duration
-		l0Retention  time.Duration
-		maxStagingMB int64
-		memLimitMB   int64
-		ownerOnly    bool
-		captureMode  string
+		dataDir         string
+		replicaURL      string
+		syncInterval    time.Duration
+		concurrency     int
+		maxBackoff      time.Duration
+		levels          []time.Duration
+		snapshotIvl     time.Duration
+		retention       time.Duration
+		l0Retention     time.Duration
+		shutdownTimeout time.Duration
+		maxStagingMB    int64
+		memLimitMB      int64
+		ownerOnly       bool
+		captureMode     string
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL",
@@ -53,7 +54,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 			if err != nil {
 				return fmt.Errorf("--capture: %w", err)
 			}
-			return runMount(args[0], dataDir, replicaURL, ownerOnly, capture, shipper.Options{
+			return runMount(args[0], dataDir, replicaURL, ownerOnly, capture, shutdownTimeout, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
 				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention, L0Retention: l0Retention,
 				MaxStaging: maxStagingMB << 20,
@@ -67,6 +68,7 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	cmd.Flags().DurationSliceVar(&levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
 	durationFlag(cmd, &snapshotIvl, "snapshot-interval", 24*time.Hour, "how often a full snapshot (level 9) is written")
 	durationFlag(cmd, &retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
+	durationFlag(cmd, &shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for staged transactions to upload; what is left stays staged and the exit status is 1")
 	cmd.Flags().DurationVar(&l0Retention, "l0-retention", shipper.DefaultL0Retention, "how long a level-0 file stays once level 1 and the transaction logs hold what it does (negative: until --retention)")
 	cmd.Flags().Int64Var(&maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &maxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
@@ -111,7 +113,7 @@ func memoryLimit(floor int64, live uint64) int64 {
 	return max(floor, 2*int64(live)+8<<20)
 }
 
-func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fusefs.Capture, opts shipper.Options) error {
+func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fusefs.Capture, shutdownTimeout time.Duration, opts shipper.Options) error {
 	mountpoint, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -167,11 +169,15 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fu
 	<-ctx.Done()
 
 	unmount(server, mountpoint)
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 30*time.Second)
+	slog.Info("unmounted; uploading what is staged", "mountpoint", mountpoint, "timeout", shutdownTimeout)
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancelFlush()
 	if err := stager.Close(flushCtx); err != nil {
-		slog.Error("some transactions could not be uploaded; they stay staged and ship at the next start", "err", err)
-		return nil
+		// An exit status that tells: systemd and scripts see the backup
+		// is behind.
+		txs, dbs := stager.Unshipped()
+		return fmt.Errorf("stopped with %d transactions not on the replica %s (databases: %d); they stay staged in %s and ship at the next start: %w",
+			txs, client.URL(), dbs, opts.Dir, err)
 	}
 	slog.Info("flushed and unmounted", "mountpoint", mountpoint)
 	return nil
