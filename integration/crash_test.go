@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -176,6 +177,9 @@ func TestBadMountInput(t *testing.T) {
 		{"data unwritable", []string{"mount", t.TempDir(), "--data", file + "/sub", "--replica", rep}, "--data"},
 		{"replica unparsable", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "://bad"}, "cannot be parsed"},
 		{"replica relative", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "file://rel/dir"}, "absolute"},
+		{"replica through a file", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", "file://" + file + "/rep"}, file + " is not a directory"},
+		{"ls of a missing replica", []string{"ls", "file://" + dir + "/missing"}, "no backup under file://" + dir + "/missing"},
+		{"ls of an empty replica", []string{"ls", "file://" + t.TempDir()}, "no backup under"},
 		{"unknown capture mode", []string{"mount", t.TempDir(), "--data", dir + "/d", "--replica", rep, "--capture", "kernel"}, `--capture: unknown capture mode "kernel"`},
 		{"restore bad txid", []string{"restore", rep, "-o", dir + "/out.db", "--txid", "abc"}, "--txid"},
 		{"restore nothing there", []string{"restore", rep, "-o", dir + "/out.db"}, "no backup"},
@@ -194,15 +198,20 @@ func TestBadMountInput(t *testing.T) {
 	}
 }
 
-// TestReplicaUnwritableThenRecovers starts with a replica directory that
-// cannot be created, keeps capturing, and catches up by itself once it can.
+// TestReplicaUnwritableThenRecovers starts with a replica on a filesystem
+// mounted read-only (a backup disk not ready yet): walsync warns and
+// starts, keeps capturing, and catches up by itself once it can write.
 func TestReplicaUnwritableThenRecovers(t *testing.T) {
 	dir := t.TempDir()
-	blocker := filepath.Join(dir, "replica")
-	if err := os.WriteFile(blocker, []byte("in the way"), 0o644); err != nil {
+	disk := filepath.Join(dir, "disk")
+	if err := os.MkdirAll(disk, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(blocker, "root")}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64m", "tmpfs", disk).CombinedOutput(); err != nil {
+		t.Fatalf("mount a read-only tmpfs (needs root): %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", disk).Run() })
+	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(disk, "root")}
 	if err := os.MkdirAll(m.mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -218,11 +227,9 @@ func TestReplicaUnwritableThenRecovers(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		shell(t, m.path(rel), fmt.Sprintf("INSERT INTO t VALUES(%d);", i))
 	}
-	// The replica cannot even be read: where the database's backup stands
-	// is unknown, so it is captured once that can be read (never from a
-	// guessed TXID 1), and the failure is logged by database.
+	// Uploads fail, logged by database, and are retried.
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(m.log.String(), "cannot read the replica position") {
+	for !strings.Contains(m.log.String(), "upload failed") {
 		if time.Now().After(deadline) {
 			t.Fatalf("replica failure not logged:\n%s", m.log)
 		}
@@ -231,8 +238,11 @@ func TestReplicaUnwritableThenRecovers(t *testing.T) {
 	if !strings.Contains(m.log.String(), "db="+rel) {
 		t.Fatalf("the failure log does not name the database:\n%s", m.log)
 	}
-	if err := os.Remove(blocker); err != nil {
-		t.Fatal(err)
+	if !strings.Contains(m.log.String(), "cannot be written now") {
+		t.Fatalf("no startup warning about the replica:\n%s", m.log)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,rw", disk).CombinedOutput(); err != nil {
+		t.Fatalf("remount read-write: %v\n%s", err, out)
 	}
 	// Capture resumes at a write after the retry backoff (at most a minute).
 	deadline = time.Now().Add(90 * time.Second)
@@ -334,5 +344,32 @@ func TestDirectorySyncSyncsStaging(t *testing.T) {
 	}
 	if got := shell(t, m.restoreDB("extra/b.db", 0), "SELECT x FROM t;"); strings.TrimSpace(got) != "1" {
 		t.Fatalf("restored extra/b.db: %q", got)
+	}
+}
+
+// TestDeadMountCleanedAtStart: walsync killed with SIGKILL leaves its
+// mount point dead ("transport endpoint is not connected"); the next
+// walsync unmounts it, says so, and serves the databases whole.
+func TestDeadMountCleanedAtStart(t *testing.T) {
+	m := newMount(t)
+	rel := "dead.db"
+	shell(t, m.path(rel), "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+	want := shell(t, filepath.Join(m.data, rel), ".dump")
+	_ = m.cmd.Process.Kill()
+	<-m.done
+	m.cmd = nil
+	if _, err := os.Stat(m.mnt); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after SIGKILL the mount point answers %v, want ENOTCONN", err)
+	}
+	m.start()
+	if !strings.Contains(m.log.String(), "a dead walsync mount") {
+		t.Fatalf("the cleanup is not logged:\n%s", m.log)
+	}
+	if got := shell(t, m.path(rel), ".dump"); got != want {
+		t.Fatalf("after the restart the database reads:\n%s\nwant\n%s", got, want)
+	}
+	m.waitShipped()
+	if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
+		t.Fatalf("restore differs:\n%s\nwant\n%s", got, want)
 	}
 }

@@ -395,3 +395,29 @@ func TestNoSecretsInOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestMountAsUnprivilegedUser: a user who cannot mount is told what is
+// missing (root, or fusermount3 and /dev/fuse), not a path of a helper.
+func TestMountAsUnprivilegedUser(t *testing.T) {
+	dir := t.TempDir()
+	reachable(t, dir)
+	bin := filepath.Join(dir, "walsync")
+	b, err := os.ReadFile(walsyncBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// No helper on its PATH, whatever this machine has installed.
+	out, err := asUser(t, "PATH="+dir+"/nothing "+bin+" mount "+dir+"/mnt --data "+dir+"/data --replica file://"+dir+"/rep")
+	if err == nil {
+		t.Fatalf("walsync mounted as %s:\n%s", unprivileged, out)
+	}
+	if !strings.Contains(out, "needs root, or fusermount3") || !strings.Contains(out, "fuse3") {
+		t.Fatalf("the error does not say what is missing:\n%s", out)
+	}
+	if strings.Contains(out, "/bin/fusermount") {
+		t.Fatalf("the error names a helper path instead:\n%s", out)
+	}
+}

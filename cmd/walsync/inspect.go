@@ -31,9 +31,13 @@ func openDatabases(ctx context.Context, url string) (storage.Client, []string, e
 	}
 	l, ok := c.(storage.DatabaseLister)
 	if !ok {
-		return nil, nil, fmt.Errorf("%s holds no database", c.URL())
+		return nil, nil, fmt.Errorf("no backup under %s", c.URL())
 	}
 	dbs, err := l.Databases(ctx)
+	if err == nil && len(dbs) == 0 {
+		// Empty or missing: the same answer on every backend.
+		err = fmt.Errorf("no backup under %s (the replica is empty or does not exist)", c.URL())
+	}
 	return c, dbs, err
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/walsync/walsync/fusefs"
 	"github.com/walsync/walsync/shipper"
+	"github.com/walsync/walsync/storage"
 )
 
 // stateDir is the directory inside --data that holds walsync's own state; it
@@ -114,6 +115,9 @@ func memoryLimit(floor int64, live uint64) int64 {
 }
 
 func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fusefs.Capture, shutdownTimeout time.Duration, opts shipper.Options) error {
+	if err := checkFUSEAccess(); err != nil {
+		return err
+	}
 	mountpoint, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -142,6 +146,13 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fu
 	client, err := openService(context.Background(), replicaURL)
 	if err != nil {
 		return err
+	}
+	if w, ok := client.(interface{ CheckWritable(context.Context) error }); ok {
+		if err := w.CheckWritable(context.Background()); errors.Is(err, storage.ErrUnavailable) {
+			slog.Warn("the replica cannot be written now; starting anyway, work is staged and retried until it can", "replica", client.URL(), "err", err)
+		} else if err != nil {
+			return fmt.Errorf("--replica: %w", err)
+		}
 	}
 	opts.Dir, opts.Client = filepath.Join(dataDir, stateDir, "staging"), client
 	stager, err := shipper.New(opts)
@@ -204,6 +215,18 @@ func unmount(server unmounter, mountpoint string) {
 
 func checkMountpoint(mp string) error {
 	fi, err := os.Stat(mp)
+	if errors.Is(err, syscall.ENOTCONN) {
+		// A FUSE mount whose process is gone.
+		fstype, _ := mountType(mp)
+		if fstype != "fuse.walsync" {
+			return fmt.Errorf("mount point %s holds a dead FUSE mount (%s) of another program: unmount it first (umount -l %s)", mp, fstype, mp)
+		}
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("mount point %s holds a dead walsync mount (walsync was killed) that cannot be unmounted: %w (try umount -l %s)", mp, err, mp)
+		}
+		slog.Warn("a dead walsync mount, left by a walsync that was killed, was unmounted", "mountpoint", mp)
+		fi, err = os.Stat(mp)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("mount point %s does not exist: create it with mkdir -p %s", mp, mp)
 	} else if err != nil {
@@ -212,26 +235,35 @@ func checkMountpoint(mp string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("mount point %s is not a directory", mp)
 	}
-	if mounted, err := isMounted(mp); err == nil && mounted {
-		return fmt.Errorf("mount point %s is already mounted: unmount it first (umount %s)", mp, mp)
+	if fstype, err := mountType(mp); err == nil && fstype != "" {
+		return fmt.Errorf("mount point %s is already mounted (%s): unmount it first (umount %s)", mp, fstype, mp)
 	}
 	return nil
 }
 
-func isMounted(mp string) (bool, error) {
+// mountType returns the filesystem type of the topmost mount at mp ("" when
+// nothing is mounted there).
+func mountType(mp string) (string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	defer f.Close()
+	var fstype string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) > 4 && unescapeMount(fields[4]) == mp {
-			return true, nil
+			// After the optional fields, "-" then the type.
+			for i := 5; i+1 < len(fields); i++ {
+				if fields[i] == "-" {
+					fstype = fields[i+1]
+					break
+				}
+			}
 		}
 	}
-	return false, sc.Err()
+	return fstype, sc.Err()
 }
 
 func unescapeMount(s string) string {

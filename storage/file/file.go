@@ -3,7 +3,7 @@
 //
 //	<root>/<db>/ltx/<level>/<minTXID>-<maxTXID>.ltx
 //
-// and walsync's transaction logs at <root>/<db>/txlog/<minTXID>-<maxTXID>.ltx.
+// and walsync's transaction logs at <root>/<db>/txlog/<minTXID>-<maxTXID>.wtx.
 package file
 
 import (
@@ -40,6 +40,46 @@ func New(dir string) *Client { return &Client{root: filepath.Clean(dir)} }
 
 // URL returns the file:// URL of the root.
 func (c *Client) URL() string { return "file://" + c.root }
+
+// Check verifies that the root is a directory, or can become one (its
+// nearest existing parent is a directory), without writing anything.
+func (c *Client) Check(ctx context.Context) error {
+	for p := c.root; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("file replica %s cannot be used: %s is not a directory", c.root, p)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("file replica %s cannot be used: %w", c.root, err)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
+}
+
+// CheckWritable creates the root if it is missing and proves a file can be
+// written in it (a writer checks this at startup, not at its first upload).
+func (c *Client) CheckWritable(ctx context.Context) error {
+	if err := c.Check(ctx); err != nil {
+		return err
+	}
+	// A path through a file is a definite answer (Check); anything else
+	// (read-only, full, permissions, I/O errors) may be cured without a
+	// restart, like an S3 server that does not answer.
+	if err := os.MkdirAll(c.root, 0o755); err != nil {
+		return storage.Unavailable(fmt.Errorf("file replica %s cannot be created now: %w", c.root, err))
+	}
+	f, err := os.CreateTemp(c.root, ".walsync-probe-*")
+	if err != nil {
+		return storage.Unavailable(fmt.Errorf("file replica %s is not writable now: %w", c.root, err))
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
 
 // LevelDir returns the directory of one level of a database.
 func (c *Client) LevelDir(db string, level int) string {
@@ -178,7 +218,7 @@ func (c *Client) Databases(ctx context.Context) ([]string, error) {
 		return nil
 	})
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("replica %s does not exist", c.URL())
+		return nil, nil // like an empty S3 prefix
 	}
 	sort.Strings(dbs)
 	return dbs, err
