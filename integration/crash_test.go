@@ -358,10 +358,18 @@ func TestDeadMountCleanedAtStart(t *testing.T) {
 	_ = m.cmd.Process.Kill()
 	<-m.done
 	m.cmd = nil
-	if _, err := os.Stat(m.mnt); !errors.Is(err, syscall.ENOTCONN) {
+	if _, err := os.ReadDir(m.mnt); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("after SIGKILL the mount point answers %v, want ENOTCONN", err)
 	}
-	m.start()
+	// The dead mount is in the mount table: wait for the new one's word.
+	m.startNoWait()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(m.log.String(), "msg=mounted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("walsync did not mount over the dead mount:\n%s", m.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if !strings.Contains(m.log.String(), "a dead walsync mount") {
 		t.Fatalf("the cleanup is not logged:\n%s", m.log)
 	}
@@ -371,5 +379,41 @@ func TestDeadMountCleanedAtStart(t *testing.T) {
 	m.waitShipped()
 	if got := shell(t, m.restoreDB(rel, 0), ".dump"); got != want {
 		t.Fatalf("restore differs:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestSignalDuringStartup: SIGINT while walsync is still starting stops it
+// the same way as later (it exits, unmounted), not by the signal's
+// default action, which would leave a dead mount.
+func TestSignalDuringStartup(t *testing.T) {
+	dir := t.TempDir()
+	m := &mount{t: t, mnt: filepath.Join(dir, "mnt"), data: filepath.Join(dir, "data"), rep: filepath.Join(dir, "replica")}
+	if err := os.MkdirAll(m.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m.startNoWait()
+	// Once main has begun (it says so), before the mount is up.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(m.log.String(), "msg=starting") {
+		if time.Now().After(deadline) {
+			t.Fatalf("walsync did not start:\n%s", m.log)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-m.done:
+	case <-time.After(60 * time.Second):
+		_ = m.cmd.Process.Kill()
+		t.Fatalf("walsync did not stop after SIGINT during startup\n%s", m.log)
+	}
+	ps := m.cmd.ProcessState
+	m.cmd = nil
+	if !ps.Exited() {
+		t.Fatalf("walsync was killed by the signal (%v), not stopped by it\n%s", ps, m.log)
+	}
+	if isMounted(m.mnt) {
+		_ = exec.Command("umount", "-l", m.mnt).Run()
+		t.Fatalf("%s still mounted after walsync stopped", m.mnt)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/walsync/walsync/fusefs"
 	"github.com/walsync/walsync/shipper"
 	"github.com/walsync/walsync/storage"
+	"golang.org/x/sys/unix"
 )
 
 // stateDir is the directory inside --data that holds walsync's own state; it
@@ -118,6 +119,11 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fu
 	if err := checkFUSEAccess(); err != nil {
 		return err
 	}
+	// From the start: a signal while walsync starts is not the default
+	// death; it stops after the mount is up, flushing.
+	ctx, cancel := signalContext()
+	defer cancel()
+	slog.Info("starting", "version", version(), "mountpoint", mountpoint)
 	mountpoint, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -174,8 +180,6 @@ func runMount(mountpoint, dataDir, replicaURL string, ownerOnly bool, capture fu
 	}
 	slog.Info("mounted", "mountpoint", mountpoint, "data", dataDir, "replica", client.URL(), "sync_interval", opts.SyncInterval)
 
-	ctx, cancel := signalContext()
-	defer cancel()
 	go func() { server.Wait(); cancel() }()
 	<-ctx.Done()
 
@@ -214,19 +218,10 @@ func unmount(server unmounter, mountpoint string) {
 }
 
 func checkMountpoint(mp string) error {
-	fi, err := os.Stat(mp)
-	if errors.Is(err, syscall.ENOTCONN) {
-		// A FUSE mount whose process is gone.
-		fstype, _ := mountType(mp)
-		if fstype != "fuse.walsync" {
-			return fmt.Errorf("mount point %s holds a dead FUSE mount (%s) of another program: unmount it first (umount -l %s)", mp, fstype, mp)
-		}
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-			return fmt.Errorf("mount point %s holds a dead walsync mount (walsync was killed) that cannot be unmounted: %w (try umount -l %s)", mp, err, mp)
-		}
-		slog.Warn("a dead walsync mount, left by a walsync that was killed, was unmounted", "mountpoint", mp)
-		fi, err = os.Stat(mp)
+	if err := cleanDeadMount(mp); err != nil {
+		return err
 	}
+	fi, err := os.Stat(mp)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("mount point %s does not exist: create it with mkdir -p %s", mp, mp)
 	} else if err != nil {
@@ -238,6 +233,27 @@ func checkMountpoint(mp string) error {
 	if fstype, err := mountType(mp); err == nil && fstype != "" {
 		return fmt.Errorf("mount point %s is already mounted (%s): unmount it first (umount %s)", mp, fstype, mp)
 	}
+	return nil
+}
+
+// cleanDeadMount unmounts a walsync mount at mp whose process is gone (it
+// was killed): the kernel answers ENOTCONN to anything that reaches it.
+func cleanDeadMount(mp string) error {
+	fstype, err := mountType(mp)
+	if err != nil || !strings.HasPrefix(fstype, "fuse") {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mp, &st); !errors.Is(err, syscall.ENOTCONN) {
+		return nil // alive (or not FUSE's to judge): checked as any mount
+	}
+	if fstype != "fuse.walsync" {
+		return fmt.Errorf("mount point %s holds a dead FUSE mount (%s) of another program: unmount it first (umount -l %s)", mp, fstype, mp)
+	}
+	if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("mount point %s holds a dead walsync mount (walsync was killed) that cannot be unmounted: %w (try umount -l %s)", mp, err, mp)
+	}
+	slog.Warn("a dead walsync mount, left by a walsync that was killed, was unmounted", "mountpoint", mp)
 	return nil
 }
 

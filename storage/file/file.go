@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -52,7 +53,7 @@ func (c *Client) Check(ctx context.Context) error {
 			}
 			return nil
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 			return fmt.Errorf("file replica %s cannot be used: %w", c.root, err)
 		}
 		if p == filepath.Dir(p) {
