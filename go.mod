@@ -16,6 +16,7 @@ require (
 	github.com/schollz/progressbar/v3 v3.18.0 // restore's progress bar on a terminal
 	github.com/spf13/cobra v1.10.1 // the command line
 	github.com/superfly/ltx v0.5.3 // LTX files, the format Litestream 0.5 reads
+	go.yaml.in/yaml/v3 v3.0.4 // the configuration file (the YAML org's maintained yaml.v3: line numbers, unknown keys)
 	golang.org/x/sys v0.49.0 // flock, OFD locks, stat
 	golang.org/x/term v0.37.0 // is stderr a terminal (restore progress)
 )

@@ -98,12 +98,14 @@ type mount struct {
 	data string
 	rep  string // replica directory
 	args []string
-	env  []string // extra environment, e.g. S3 credentials
-	url  string   // replica URL; default file://<rep>
-	bin  string   // walsync binary; default walsyncBin
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan error
+	// exact, if set, are walsync's whole arguments (mount --config FILE)
+	exact []string
+	env   []string // extra environment, e.g. S3 credentials
+	url   string   // replica URL; default file://<rep>
+	bin   string   // walsync binary; default walsyncBin
+	cmd   *exec.Cmd
+	log   *syncBuffer
+	done  chan error
 }
 
 type syncBuffer struct {
@@ -161,6 +163,9 @@ func (m *mount) startNoWait() {
 		// Transactions one by one reach the replica with level 1: soon.
 		args = append(args, "--compaction-levels", "300ms")
 	}
+	if m.exact != nil {
+		args = m.exact
+	}
 	bin := walsyncBin
 	if m.bin != "" {
 		bin = m.bin
@@ -178,7 +183,10 @@ func (m *mount) startNoWait() {
 
 func (m *mount) waitMounted() {
 	m.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	// Long enough for a start against a replica that injects faults: the
+	// bucket check retries (about 6 s), then each -wal left committed is
+	// captured from a position read with a 10 s bound.
+	deadline := time.Now().Add(60 * time.Second)
 	for !isMounted(m.mnt) {
 		select {
 		case err := <-m.done:

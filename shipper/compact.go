@@ -32,36 +32,72 @@ var DefaultLevels = []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour
 
 func (s *Shipper) compactLoop() {
 	defer s.wg.Done()
-	tick := s.opts.Levels[0]
-	for _, d := range append(s.opts.Levels[1:], s.opts.SnapshotInterval) {
-		tick = min(tick, d)
-	}
-	tick = max(tick/4, 10*time.Millisecond)
-	t := time.NewTicker(tick)
+	t := time.NewTicker(s.compactTick())
 	defer t.Stop()
-	last := make([]time.Time, len(s.opts.Levels)+1) // per level, then snapshots
-	start := time.Now()
-	for i := range last {
-		last[i] = start
-	}
 	for {
 		select {
 		case <-s.stop:
 			return
 		case now := <-t.C:
 			s.expireDue()
-			for i, d := range s.opts.Levels {
-				if now.Sub(last[i]) >= d {
-					last[i] = now
-					s.forEachDB(func(st *stage) error { return s.compactLevel(st, i+1) })
-				}
-			}
-			if now.Sub(last[len(last)-1]) >= s.opts.SnapshotInterval {
-				last[len(last)-1] = now
-				s.forEachDB(s.snapshot)
-				s.forEachDB(s.enforceRetention)
+			s.compactDue(now)
+		}
+	}
+}
+
+// compactTick is how often the compaction loop looks for work: a quarter
+// of the shortest default interval, at most a second (a database may have
+// shorter intervals of its own, Options.ForDB).
+func (s *Shipper) compactTick() time.Duration {
+	tick := min(s.opts.SnapshotInterval, 4*time.Second)
+	for _, d := range s.opts.Levels {
+		tick = min(tick, d)
+	}
+	return max(tick/4, 10*time.Millisecond)
+}
+
+// compactDue runs, for each database, the compactions whose interval (its
+// own) has passed since it last ran them.
+func (s *Shipper) compactDue(now time.Time) {
+	for _, st := range s.allStages() {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		for i, d := range st.o.Levels {
+			if st.due(i, d, now) {
+				s.compactLogged(st, func(st *stage) error { return s.compactLevel(st, i+1) })
 			}
 		}
+		if st.due(len(st.o.Levels), st.o.SnapshotInterval, now) {
+			s.compactLogged(st, s.snapshot)
+			s.compactLogged(st, s.enforceRetention)
+		}
+	}
+}
+
+// due reports whether the job i (a level, then snapshots) of a database is
+// due at now, every d, and records that it runs.
+func (st *stage) due(i int, d time.Duration, now time.Time) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.lastRun == nil {
+		st.lastRun = make([]time.Time, len(st.o.Levels)+1)
+		for j := range st.lastRun {
+			st.lastRun[j] = now // one interval after the database is first seen
+		}
+	}
+	if now.Sub(st.lastRun[i]) < d {
+		return false
+	}
+	st.lastRun[i] = now
+	return true
+}
+
+func (s *Shipper) compactLogged(st *stage, fn func(st *stage) error) {
+	if err := s.compactOne(st, fn); err != nil {
+		s.log.Warn("compaction failed; it is retried at the next interval", "db", st.db, "err", err)
 	}
 }
 
@@ -311,7 +347,7 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 	if err := s.opts.Client.WriteLTXFile(ctx, st.db, level, min, max, out, ts); err != nil {
 		return fmt.Errorf("upload level %d %s: %w", level, ltx.FormatFilename(min, max), err)
 	}
-	if level < len(s.opts.Levels) {
+	if level < len(st.o.Levels) {
 		st.keepLTX(level, min, max, out) // the level above is compacted from it
 	}
 	if level != storage.SnapshotLevel {
@@ -323,11 +359,11 @@ func (s *Shipper) compactInto(ctx context.Context, st *stage, chain []*ltx.FileI
 
 // enforceRetention deletes what no restore point inside the window needs.
 func (s *Shipper) enforceRetention(st *stage) error {
-	if s.opts.Retention <= 0 {
+	if st.o.Retention <= 0 {
 		return nil
 	}
 	ctx := s.ctx
-	cutoff := time.Now().Add(-s.opts.Retention)
+	cutoff := time.Now().Add(-st.o.Retention)
 	snaps, err := s.opts.Client.LTXFiles(ctx, st.db, storage.SnapshotLevel)
 	if err != nil {
 		return err

@@ -201,3 +201,51 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPerDatabaseOptions: a database's own settings (Options.ForDB) are
+// the ones its batches and compactions follow; the others keep the
+// defaults.
+func TestPerDatabaseOptions(t *testing.T) {
+	root := t.TempDir()
+	s, err := shipper.New(shipper.Options{Dir: t.TempDir(), Client: file.New(root), SyncInterval: 10 * time.Millisecond,
+		Levels: []time.Duration{time.Hour}, SnapshotInterval: time.Hour, Retention: -1,
+		ForDB: func(db string) shipper.DBOptions {
+			switch db {
+			case "slow.db":
+				return shipper.DBOptions{SyncInterval: time.Hour}
+			case "compacted.db":
+				return shipper.DBOptions{Levels: []time.Duration{100 * time.Millisecond}}
+			}
+			return shipper.DBOptions{}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	ctx := context.Background()
+	for _, name := range []string{"fast.db", "slow.db", "compacted.db"} {
+		m := newMemDB(4)
+		core := openCore(t, s, name, m)
+		for k := 0; k < 3; k++ {
+			m.change(t, core, 2, byte(k+1))
+		}
+	}
+	latest := func(db string, level int) ltx.TXID {
+		infos, err := file.New(root).LTXFiles(ctx, db, level)
+		if err != nil || len(infos) == 0 {
+			return 0
+		}
+		return infos[len(infos)-1].MaxTXID
+	}
+	waitFor(t, func() bool { return latest("fast.db", 0) > 0 && latest("compacted.db", 0) > 0 })
+	// compacted.db's own level-1 interval uploads its transaction log;
+	// fast.db's (the default, an hour) does not.
+	waitFor(t, func() bool { return latest("compacted.db", storage.TxLogLevel) > 0 })
+	time.Sleep(300 * time.Millisecond)
+	if latest("slow.db", 0) != 0 {
+		t.Fatal("slow.db shipped inside its own one-hour batch window")
+	}
+	if latest("fast.db", storage.TxLogLevel) != 0 {
+		t.Fatal("fast.db uploaded its transaction log before its own level-1 interval")
+	}
+}

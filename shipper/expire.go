@@ -71,14 +71,14 @@ func (s *Shipper) expireDue() {
 // expireL0 deletes the covered level-0 files that are due and whose
 // transactions' detail is no longer waiting in staging.
 func (s *Shipper) expireL0(st *stage) {
-	if s.opts.L0Retention < 0 {
+	if st.o.L0Retention < 0 {
 		return
 	}
 	now := time.Now()
 	var due []*ltx.FileInfo
 	st.mu.Lock()
 	for _, e := range st.expiring {
-		if now.Sub(e.at) >= s.opts.L0Retention {
+		if now.Sub(e.at) >= st.o.L0Retention {
 			due = append(due, e.fi)
 		}
 	}

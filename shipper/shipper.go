@@ -74,6 +74,44 @@ type Options struct {
 	// transaction logs hold everything it does (default
 	// DefaultL0Retention; negative: until Retention deletes it).
 	L0Retention time.Duration
+	// ForDB, if set, gives a database settings of its own; its zero
+	// fields keep the values above.
+	ForDB func(db string) DBOptions
+}
+
+// DBOptions are the settings a database may have of its own.
+type DBOptions struct {
+	SyncInterval     time.Duration
+	Levels           []time.Duration
+	SnapshotInterval time.Duration
+	Retention        time.Duration
+	L0Retention      time.Duration
+}
+
+// dbOptions resolves a database's settings.
+func (s *Shipper) dbOptions(db string) DBOptions {
+	o := DBOptions{SyncInterval: s.opts.SyncInterval, Levels: s.opts.Levels, SnapshotInterval: s.opts.SnapshotInterval,
+		Retention: s.opts.Retention, L0Retention: s.opts.L0Retention}
+	if s.opts.ForDB == nil {
+		return o
+	}
+	own := s.opts.ForDB(db)
+	if own.SyncInterval > 0 {
+		o.SyncInterval = own.SyncInterval
+	}
+	if len(own.Levels) > 0 && len(own.Levels) < storage.SnapshotLevel {
+		o.Levels = own.Levels
+	}
+	if own.SnapshotInterval > 0 {
+		o.SnapshotInterval = own.SnapshotInterval
+	}
+	if own.Retention != 0 {
+		o.Retention = own.Retention
+	}
+	if own.L0Retention != 0 {
+		o.L0Retention = own.L0Retention
+	}
+	return o
 }
 
 // Shipper stages and uploads transactions for any number of databases.
@@ -236,7 +274,7 @@ func (s *Shipper) loadStage(st *stage) error {
 }
 
 func (s *Shipper) newStage(db string) *stage {
-	st := &stage{db: db, dir: s.StateDir(db), stagedBytes: &s.staged, shared: s.opts.Shared}
+	st := &stage{db: db, o: s.dbOptions(db), dir: s.StateDir(db), stagedBytes: &s.staged, shared: s.opts.Shared}
 	st.sealLock.path = filepath.Join(st.dir, captureLockFile)
 	st.shipLock.path = filepath.Join(st.dir, shipLockFile)
 	st.compactLock.path = st.shipLock.path
@@ -351,7 +389,7 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 		// With shared staging another process may have opened the batch
 		// window and died: every appender keeps one scheduled (queued
 		// makes it cheap).
-		s.schedule(st, s.opts.SyncInterval)
+		s.schedule(st, st.o.SyncInterval)
 	}
 	return nil
 }
@@ -431,7 +469,7 @@ func (s *Shipper) shipWithRetry(st *stage) {
 	err := s.ship(ctx, st)
 	cancel()
 	if errors.Is(err, errShipBusy) {
-		s.schedule(st, s.opts.SyncInterval) // the other process ships it, or this one next time
+		s.schedule(st, st.o.SyncInterval) // the other process ships it, or this one next time
 		return
 	}
 	if err != nil && s.ctx.Err() != nil {
@@ -445,7 +483,7 @@ func (s *Shipper) shipWithRetry(st *stage) {
 		st.failures++
 		failures := st.failures
 		st.mu.Unlock()
-		backoff := s.opts.SyncInterval << min(failures, 10)
+		backoff := st.o.SyncInterval << min(failures, 10)
 		backoff = min(backoff, s.opts.MaxBackoff)
 		backoff = backoff/2 + rand.N(backoff/2+1)
 		s.log.Error("upload failed; staged transactions are kept and retried",
@@ -480,7 +518,7 @@ func (s *Shipper) Flush(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				errs = append(errs, st.leftStaged(s.opts.Dir, err))
-			case <-time.After(s.retryDelay(err)):
+			case <-time.After(s.retryDelay(st, err)):
 				continue
 			}
 			break
@@ -506,7 +544,7 @@ func (s *Shipper) FlushDB(ctx context.Context, db string) error {
 		select {
 		case <-ctx.Done():
 			return st.leftStaged(s.opts.Dir, err)
-		case <-time.After(s.retryDelay(err)):
+		case <-time.After(s.retryDelay(st, err)):
 		}
 	}
 }
@@ -531,11 +569,11 @@ func (s *Shipper) FlushDetail(ctx context.Context, db string) error {
 // retryDelay is how long a flush waits before trying a database again:
 // shortly when another process was shipping it (it is done soon), a batch
 // window after a failure.
-func (s *Shipper) retryDelay(err error) time.Duration {
+func (s *Shipper) retryDelay(st *stage, err error) time.Duration {
 	if errors.Is(err, errShipBusy) {
 		return 20 * time.Millisecond
 	}
-	return s.opts.SyncInterval
+	return st.o.SyncInterval
 }
 
 // bounded gives ctx the deadline FlushTimeout if it has none: a flush

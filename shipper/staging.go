@@ -40,6 +40,7 @@ func (st *stage) leftStaged(root string, err error) error {
 // stage is the on-disk staging of one database.
 type stage struct {
 	db  string
+	o   DBOptions // its settings
 	dir string
 
 	shipMu sync.Mutex // one upload of this database at a time
@@ -65,6 +66,7 @@ type stage struct {
 	newFiles map[int]int
 	// expiring: level-0 files covered by level 1, deleted once due (expire.go)
 	expiring map[[2]ltx.TXID]expiringL0
+	lastRun  []time.Time // per compaction level, then snapshots (compactDue)
 
 	stagedBytes *atomic.Int64 // the shipper's total
 	failures    int           // failed shipments in a row
@@ -462,7 +464,7 @@ func (s *Shipper) Batch(db string, fn func() error) error {
 	st.mu.Unlock()
 	s.stagingFailed(werr)
 	if werr == nil && first {
-		s.schedule(st, s.opts.SyncInterval)
+		s.schedule(st, st.o.SyncInterval)
 	}
 	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
 		s.overLimit()

@@ -69,22 +69,18 @@ func main() {
 }
 
 func newRootCmd() *cobra.Command {
-	var level string
+	var level, format string
 	root := &cobra.Command{
 		Use:           "walsync",
 		Short:         "Continuous per-transaction backup of SQLite databases to object storage",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
-			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
-			return nil
+			return setLogger(level, format)
 		},
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json (one object per line)")
 	root.PersistentFlags().StringVar(&backendOpts.Endpoint, "s3-endpoint", "", "URL of an S3-compatible server (path-style addressing); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS")
 	root.PersistentFlags().StringVar(&backendOpts.Region, "s3-region", "", "S3 region; default from AWS_REGION or the shared config")
 	root.Version = version()
@@ -92,6 +88,25 @@ func newRootCmd() *cobra.Command {
 	root.Flags().BoolP("version", "v", false, "print walsync's version")
 	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd(), newVersionCmd())
 	return root
+}
+
+// setLogger makes the default logger write level and above to stderr, as
+// text or JSON lines.
+func setLogger(level, format string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text", "":
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
+	default:
+		return fmt.Errorf("log format %q: use text or json", format)
+	}
+	return nil
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/walsync/walsync/config"
 	"github.com/walsync/walsync/fusefs"
 	"github.com/walsync/walsync/shipper"
 	"github.com/walsync/walsync/storage"
@@ -41,28 +42,108 @@ func newMountCmd() *cobra.Command {
 		memLimitMB      int64
 		ownerOnly       bool
 		captureMode     string
+		configFile      string
 	)
 	cmd := &cobra.Command{
-		Use:   "mount MOUNTPOINT --data DIR --replica URL",
+		Use:   "mount MOUNTPOINT --data DIR --replica URL | mount [MOUNTPOINT] --config FILE",
 		Short: "Serve the databases in DIR at MOUNTPOINT and capture every transaction",
 		Long: `Mount a FUSE filesystem at MOUNTPOINT whose files live in DIR. Every SQLite
 database created or opened under MOUNTPOINT (in any subdirectory) is captured
 at write time and shipped to URL, e.g. MOUNTPOINT/a/b.db to URL/a/b.db.
-Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
-		Args: cobra.ExactArgs(1),
+Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.
+
+--config FILE reads the same settings from YAML (examples/walsync.yml), plus
+settings of their own for the databases whose path matches a glob; flags
+given on the command line override the file.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			mountpoint := ""
+			if len(args) == 1 {
+				mountpoint = args[0]
+			}
+			var forDB func(string) shipper.DBOptions
+			if configFile != "" {
+				cfg, err := config.Load(configFile)
+				if err != nil {
+					return err
+				}
+				set := func(name string, apply func()) {
+					if !cmd.Flags().Changed(name) && !cmd.Root().PersistentFlags().Changed(name) {
+						apply()
+					}
+				}
+				if mountpoint == "" {
+					mountpoint = cfg.MountPoint
+				}
+				set("data", func() { dataDir = or(cfg.Data, dataDir) })
+				if len(cfg.Replicas) == 1 {
+					r := cfg.Replicas[0]
+					set("replica", func() { replicaURL = or(r.URL, replicaURL) })
+					set("s3-endpoint", func() { backendOpts.Endpoint = or(r.Endpoint, backendOpts.Endpoint) })
+					set("s3-region", func() { backendOpts.Region = or(r.Region, backendOpts.Region) })
+				}
+				set("capture", func() { captureMode = or(cfg.Capture, captureMode) })
+				set("owner-only", func() { ownerOnly = ownerOnly || cfg.OwnerOnly })
+				d := cfg.Defaults
+				set("sync-interval", func() { syncInterval = orD(d.SyncInterval, syncInterval) })
+				set("snapshot-interval", func() { snapshotIvl = orD(d.SnapshotInterval, snapshotIvl) })
+				set("retention", func() { retention = orD(d.Retention, retention) })
+				set("l0-retention", func() { l0Retention = orD(d.L0Retention, l0Retention) })
+				set("compaction-levels", func() {
+					if len(d.CompactionLevels) > 0 {
+						levels = durations(d.CompactionLevels)
+					}
+				})
+				set("shutdown-timeout", func() { shutdownTimeout = orD(cfg.ShutdownTimeout, shutdownTimeout) })
+				set("upload-concurrency", func() {
+					if cfg.Concurrency > 0 {
+						concurrency = cfg.Concurrency
+					}
+				})
+				set("max-staging-mb", func() {
+					if cfg.MaxStagingMB != nil {
+						maxStagingMB = *cfg.MaxStagingMB
+					}
+				})
+				set("memory-limit-mb", func() {
+					if cfg.MemoryLimitMB != nil {
+						memLimitMB = *cfg.MemoryLimitMB
+					}
+				})
+				level, _ := cmd.Root().PersistentFlags().GetString("log-level")
+				format, _ := cmd.Root().PersistentFlags().GetString("log-format")
+				set("log-level", func() { level = or(cfg.Log.Level, level) })
+				set("log-format", func() { format = or(cfg.Log.Format, format) })
+				if err := setLogger(level, format); err != nil {
+					return fmt.Errorf("config %s: %w", configFile, err)
+				}
+				forDB = func(db string) shipper.DBOptions {
+					o := cfg.Override(db)
+					return shipper.DBOptions{SyncInterval: o.SyncInterval.D(), Levels: durations(o.CompactionLevels),
+						SnapshotInterval: o.SnapshotInterval.D(), Retention: o.Retention.D(), L0Retention: o.L0Retention.D()}
+				}
+			}
+			switch {
+			case mountpoint == "":
+				return errors.New("the mount point is missing: give it as the argument, or as mount-point in --config")
+			case dataDir == "":
+				return errors.New("--data is missing (or data in --config)")
+			case replicaURL == "":
+				return errors.New("--replica is missing (or replicas in --config)")
+			}
 			setMemoryLimit(cmd, memLimitMB)
 			capture, err := fusefs.ParseCapture(captureMode)
 			if err != nil {
 				return fmt.Errorf("--capture: %w", err)
 			}
-			return runMount(args[0], dataDir, replicaURL, ownerOnly, capture, shutdownTimeout, shipper.Options{
+			return runMount(mountpoint, dataDir, replicaURL, ownerOnly, capture, shutdownTimeout, shipper.Options{
 				SyncInterval: syncInterval, Concurrency: concurrency, MaxBackoff: maxBackoff,
 				Levels: levels, SnapshotInterval: snapshotIvl, Retention: retention, L0Retention: l0Retention,
-				MaxStaging: maxStagingMB << 20,
+				MaxStaging: maxStagingMB << 20, ForDB: forDB,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML configuration file (see examples/walsync.yml); flags override it")
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory holding the databases' files (required)")
 	cmd.Flags().StringVar(&replicaURL, "replica", "", "replica root URL, e.g. file:///var/backups/walsync (required)")
 	durationFlag(cmd, &syncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
@@ -77,9 +158,29 @@ Runs in the foreground; SIGINT or SIGTERM flushes, unmounts and exits.`,
 	cmd.Flags().Int64Var(&memLimitMB, "memory-limit-mb", 24, "soft limit of the Go heap and runtime in MiB: the garbage collector works harder near it, it never fails an operation (0: none; GOMEMLIMIT, if set, wins over the default)")
 	cmd.Flags().BoolVar(&ownerOnly, "owner-only", false, "only the user running walsync may use the mount (no allow_other); by default every user may, where the files' modes let them")
 	cmd.Flags().StringVar(&captureMode, "capture", "auto", "how -wal writes are captured: passthrough (the kernel writes -wal files directly; commits are captured at fsync, checkpoint, batch window end and close), write (every write passes through walsync; each commit is captured before its write returns), auto (passthrough where the kernel and privileges allow)")
-	_ = cmd.MarkFlagRequired("data")
-	_ = cmd.MarkFlagRequired("replica")
 	return cmd
+}
+
+func or(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+func orD(v config.Duration, def time.Duration) time.Duration {
+	if v != 0 {
+		return v.D()
+	}
+	return def
+}
+
+func durations(ds []config.Duration) []time.Duration {
+	var out []time.Duration
+	for _, d := range ds {
+		out = append(out, d.D())
+	}
+	return out
 }
 
 // setMemoryLimit applies --memory-limit-mb. One process serves many
