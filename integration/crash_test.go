@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -137,6 +138,20 @@ func TestSignalFlushesAndUnmounts(t *testing.T) {
 func runWalsync(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	return runWalsyncEnv(t, nil, args...)
+}
+
+// runWalsyncStdout runs walsync and returns its standard output alone
+// (logs go to stderr): for --json.
+func runWalsyncStdout(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(walsyncBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return string(out), err
 }
 
 func runWalsyncEnv(t *testing.T, env []string, args ...string) (string, error) {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -76,6 +77,37 @@ func TestLsAndVerify(t *testing.T) {
 	}
 	if out, err := runWalsync(t, "verify", m.replicaURL()); err != nil || strings.Count(out, "ok ") != 2 {
 		t.Fatalf("verify of a sound replica: %v\n%s", err, out)
+	}
+	// --json: the same TXIDs as the replica holds, and verify's verdicts.
+	out, err = runWalsyncStdout(t, "ls", "--json", m.replicaURL())
+	var dbs []struct {
+		Database string `json:"database"`
+		MaxTXID  uint64 `json:"max_txid"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &dbs) != nil || len(dbs) != 2 {
+		t.Fatalf("ls --json root: %v\n%s", err, out)
+	}
+	for _, d := range dbs {
+		if d.MaxTXID != uint64(m.latestTXID(d.Database)) {
+			t.Fatalf("ls --json says %s is at TXID %d, the replica holds %d", d.Database, d.MaxTXID, m.latestTXID(d.Database))
+		}
+	}
+	out, err = runWalsyncStdout(t, "ls", "--json", m.replicaURL()+"/v/one.db")
+	var one struct {
+		MaxTXID uint64 `json:"max_txid"`
+		Levels  []struct {
+			Level string `json:"level"`
+		} `json:"levels"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &one) != nil || one.MaxTXID == 0 || len(one.Levels) == 0 {
+		t.Fatalf("ls --json database: %v\n%s", err, out)
+	}
+	out, err = runWalsyncStdout(t, "verify", "--json", m.replicaURL())
+	var verdicts []struct {
+		OK bool `json:"ok"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &verdicts) != nil || len(verdicts) != 2 || !verdicts[0].OK || !verdicts[1].OK {
+		t.Fatalf("verify --json of a sound replica: %v\n%s", err, out)
 	}
 
 	l0, _ := filepath.Glob(filepath.Join(m.rep, "v", "one.db", "ltx", "0", "*.ltx"))

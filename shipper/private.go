@@ -1,6 +1,7 @@
 package shipper
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,19 +23,29 @@ func PrivateDir(dir string) error {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return err
 	}
+	// Other processes (the VFS loaded by several) may remove or rename
+	// staged files meanwhile: what is gone needs no narrowing.
+	gone := func(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if gone(err) {
+				return nil
+			}
 			return err
 		}
 		if d.Type()&fs.ModeSymlink != 0 {
 			return nil
 		}
 		info, err := d.Info()
-		if err != nil {
+		if gone(err) {
+			return nil
+		} else if err != nil {
 			return err
 		}
 		if perm := info.Mode().Perm(); perm&0o077 != 0 {
-			return os.Chmod(p, perm&^0o077)
+			if err := os.Chmod(p, perm&^0o077); err != nil && !gone(err) {
+				return err
+			}
 		}
 		return nil
 	})

@@ -560,10 +560,16 @@ func (s *Shipper) FlushDetail(ctx context.Context, db string) error {
 	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
-	return s.compactOne(st, func(st *stage) error {
-		_, err := s.uploadDetail(ctx, st)
-		return err
-	})
+	if st.shared {
+		// Wait for another process's compaction or shipment rather than
+		// skip: this process may be the last one on the database.
+		if err := st.compactLock.lock(); err != nil {
+			return err
+		}
+		defer st.compactLock.unlock()
+	}
+	_, err = s.uploadDetail(ctx, st)
+	return err
 }
 
 // retryDelay is how long a flush waits before trying a database again:
