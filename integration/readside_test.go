@@ -204,3 +204,40 @@ func TestRestoreProgress(t *testing.T) {
 		t.Fatalf("restore on a terminal: %v\n%q", err, b)
 	}
 }
+
+// TestRestoreEntrypointFlags: the flags a container entrypoint uses to
+// restore on first boot only: --if-db-not-exists keeps an existing database,
+// --if-replica-exists starts empty when there is no backup yet, and both
+// still restore when there is something to restore.
+func TestRestoreEntrypointFlags(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "app.db")
+	missing := "file://" + filepath.Join(dir, "no-replica", "app.db")
+	if o, err := runWalsync(t, "restore", missing, "-o", out); err == nil || !strings.Contains(o, "no backup at") {
+		t.Fatalf("restore without a backup: %v\n%s", err, o)
+	}
+	if o, err := runWalsync(t, "restore", missing, "-o", out, "--if-replica-exists"); err != nil || !strings.Contains(o, "nothing restored") {
+		t.Fatalf("--if-replica-exists without a backup: %v\n%s", err, o)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("--if-replica-exists without a backup wrote a file")
+	}
+
+	m := newMount(t)
+	shell(t, m.path("app.db"), "CREATE TABLE t(x); INSERT INTO t VALUES('backed up');")
+	m.waitShipped()
+	url := m.replicaURL() + "/app.db"
+	if o, err := runWalsync(t, "restore", url, "-o", out, "--if-db-not-exists", "--if-replica-exists"); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, o)
+	}
+	if got := shell(t, out, "SELECT x FROM t;"); got != "backed up\n" {
+		t.Fatalf("first boot restored %q", got)
+	}
+	shell(t, out, "INSERT INTO t VALUES('local');")
+	if o, err := runWalsync(t, "restore", url, "-o", out, "--if-db-not-exists"); err != nil || !strings.Contains(o, "nothing restored") {
+		t.Fatalf("--if-db-not-exists with the database there: %v\n%s", err, o)
+	}
+	if got := shell(t, out, "SELECT count(*) FROM t;"); got != "2\n" {
+		t.Fatalf("--if-db-not-exists changed the database: %q rows", got)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,6 +24,8 @@ func newRestoreCmd() *cobra.Command {
 		timestamp string
 		force     bool
 		mode      string
+		ifNoDB    bool
+		ifReplica bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore URL -o FILE [--txid N | --timestamp T]",
@@ -51,6 +54,23 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 			if txid != "" && timestamp != "" {
 				return fmt.Errorf("give --txid or --timestamp, not both")
 			}
+			out, err := filepath.Abs(output)
+			if err != nil {
+				return err
+			}
+			if _, err := os.Stat(out); err == nil && ifNoDB {
+				slog.Info("the database exists: nothing restored (--if-db-not-exists)", "output", out)
+				return nil
+			}
+			// A container's first boot restores, later boots keep their
+			// database, a new deployment without a backup starts empty.
+			noBackup := func(err error) bool {
+				if ifReplica && errors.Is(err, restore.ErrNoBackup) {
+					slog.Info("no backup there: nothing restored (--if-replica-exists)", "replica", args[0])
+					return true
+				}
+				return false
+			}
 			client, err := openReplica(context.Background(), strings.TrimSuffix(args[0], "/"))
 			if err != nil {
 				return err
@@ -61,16 +81,18 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 					return fmt.Errorf("--timestamp %q: use RFC 3339, e.g. 2026-11-23T10:00:00Z", timestamp)
 				}
 				if opts.TXID, err = restore.TXIDAt(context.Background(), client, "", ts); err != nil {
+					if noBackup(err) {
+						return nil
+					}
 					return err
 				}
-			}
-			out, err := filepath.Abs(output)
-			if err != nil {
-				return err
 			}
 			opts.Progress = progress()
 			opts.Warn = func(msg string) { slog.Warn(msg) }
 			got, err := restore.Restore(context.Background(), client, "", out, opts)
+			if noBackup(err) {
+				return nil
+			}
 			if err != nil {
 				return fmt.Errorf("restore %s: %w", args[0], err)
 			}
@@ -83,6 +105,8 @@ N is decimal (150) or exactly 16 hex digits (0000000000000096).`,
 	cmd.Flags().StringVar(&timestamp, "timestamp", "", "restore the last transaction committed at or before this time (RFC 3339)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists")
 	cmd.Flags().StringVar(&mode, "mode", "", "permission bits of FILE in octal (default 0644 less the umask, as SQLite creates a database)")
+	cmd.Flags().BoolVar(&ifNoDB, "if-db-not-exists", false, "do nothing (exit 0) if FILE exists")
+	cmd.Flags().BoolVar(&ifReplica, "if-replica-exists", false, "do nothing (exit 0) if URL holds no backup")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }
