@@ -189,10 +189,11 @@ func (st *stage) forget(key int) {
 
 // compactLevel merges the files of level-1 that follow the last file of
 // level. At level 1 it first uploads the per-transaction detail kept since
-// the last pass, and afterwards expires level-0 files (expireL0).
+// the last pass, and records which level-0 files level 1 covers (they
+// expire later: expire.go).
 func (s *Shipper) compactLevel(st *stage, level int) error {
 	if level == 1 {
-		if _, err := s.uploadDetail(s.ctx, st); err != nil {
+		if err := s.uploadDetail(s.ctx, st); err != nil {
 			return err
 		}
 	}

@@ -51,17 +51,13 @@ func (st *stage) coveredL0(l0, l1 []*ltx.FileInfo) {
 
 // expireDue runs expireL0 on every database with level-0 files covered.
 func (s *Shipper) expireDue() {
-	s.mu.Lock()
-	var due []*stage
-	for _, st := range s.stages {
+	for _, st := range s.allStages() {
 		st.mu.Lock()
-		if len(st.expiring) > 0 {
-			due = append(due, st)
-		}
+		none := len(st.expiring) == 0
 		st.mu.Unlock()
-	}
-	s.mu.Unlock()
-	for _, st := range due {
+		if none {
+			continue
+		}
 		if err := s.compactOne(st, func(st *stage) error { s.expireL0(st); return nil }); err != nil {
 			s.log.Warn("level-0 expiry skipped", "db", st.db, "err", err)
 		}

@@ -45,25 +45,9 @@ func (st *stage) keptLTXPath(level int, min, max ltx.TXID) string {
 }
 
 // keepBatch moves a sealed batch whose transactions are all uploaded into
-// kept/txlog, named by its first and last TXID, and takes it off the
-// staging total.
+// kept/txlog, named by its first and last TXID.
 func (st *stage) keepBatch(path string, first, last ltx.TXID) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	dir := st.keptTxLogDir()
-	err = os.MkdirAll(dir, dirMode)
-	if err == nil {
-		err = os.Rename(path, filepath.Join(dir, keptLogName(first, last)))
-	}
-	if err != nil {
-		// Keeping is not worth failing the upload for: the batch's
-		// transactions stay restorable at its boundaries.
-		return st.removeStaged(path)
-	}
-	st.stagedBytes.Add(-fi.Size())
-	return nil
+	return st.keep(path, filepath.Join(st.keptTxLogDir(), keptLogName(first, last)))
 }
 
 func keptLogName(first, last ltx.TXID) string {
@@ -71,13 +55,20 @@ func keptLogName(first, last ltx.TXID) string {
 }
 
 // keepMerged moves a merged staged LTX file, uploaded at level 0, into
-// kept/ltx/0, and takes it off the staging total.
+// kept/ltx/0.
 func (st *stage) keepMerged(path string, min, max ltx.TXID) error {
+	return st.keep(path, st.keptLTXPath(0, min, max))
+}
+
+// keep moves an uploaded staged file to dst under kept/ and takes it off
+// the staging total. Keeping is not worth failing the upload for: if the
+// move fails the file is removed (its transactions stay restorable at the
+// batch's boundaries, a lost copy is read from the replica).
+func (st *stage) keep(path, dst string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
-	dst := st.keptLTXPath(0, min, max)
 	err = os.MkdirAll(filepath.Dir(dst), dirMode)
 	if err == nil {
 		err = os.Rename(path, dst)
@@ -154,20 +145,6 @@ func (st *stage) dropKept(files []*ltx.FileInfo) {
 	}
 }
 
-// keptBytes is what kept/ holds.
-func (st *stage) keptBytes() int64 {
-	var n int64
-	_ = filepath.WalkDir(filepath.Join(st.dir, keptDir), func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if info, err := d.Info(); err == nil {
-				n += info.Size()
-			}
-		}
-		return nil
-	})
-	return n
-}
-
 // dropAllKept removes everything kept (staging is full or over its limit)
 // and says what per-transaction detail was lost.
 func (s *Shipper) dropAllKept(st *stage, why string) {
@@ -195,18 +172,17 @@ func (s *Shipper) stagingFailed(err error) {
 
 // uploadDetail uploads what kept/txlog holds as transaction-log objects,
 // one per contiguous run of transactions (one in steady state), and
-// removes the kept logs it uploaded. It returns the ranges uploaded.
-func (s *Shipper) uploadDetail(ctx context.Context, st *stage) ([][2]ltx.TXID, error) {
+// removes the kept logs it uploaded.
+func (s *Shipper) uploadDetail(ctx context.Context, st *stage) error {
 	logs, err := st.keptLogs()
 	if err != nil || len(logs) == 0 {
-		return nil, err
+		return err
 	}
 	type part struct {
 		f   *os.File
 		off int64
 		end int64
 	}
-	var uploaded [][2]ltx.TXID
 	var run []part
 	var runMin, runMax ltx.TXID
 	var runTS int64
@@ -222,20 +198,25 @@ func (s *Shipper) uploadDetail(ctx context.Context, st *stage) ([][2]ltx.TXID, e
 		if len(run) == 0 {
 			return nil
 		}
-		rdrs := make([]io.ReadSeeker, len(run))
 		var size int64
-		for i, p := range run {
-			rdrs[i] = io.NewSectionReader(p.f, p.off, p.end-p.off)
+		for _, p := range run {
 			size += p.end - p.off
 		}
-		if err := s.uploadTxLog(ctx, st, runMin, runMax, runTS, &multiSeeker{parts: rdrs}, size); err != nil {
+		parts := run
+		records := func() io.Reader {
+			rdrs := make([]io.Reader, len(parts))
+			for i, p := range parts {
+				rdrs[i] = io.NewSectionReader(p.f, p.off, p.end-p.off)
+			}
+			return io.MultiReader(rdrs...)
+		}
+		if err := s.uploadTxLog(ctx, st, runMin, runMax, runTS, records, size); err != nil {
 			if errors.Is(err, syscall.ENOSPC) {
 				// Too big to build in memory, and staging is full.
 				s.dropAllKept(st, "staging is full")
 			}
 			return err
 		}
-		uploaded = append(uploaded, [2]ltx.TXID{runMin, runMax})
 		done = append(done, runLogs...)
 		run, runLogs = nil, nil
 		return nil
@@ -243,12 +224,12 @@ func (s *Shipper) uploadDetail(ctx context.Context, st *stage) ([][2]ltx.TXID, e
 	for _, kl := range logs {
 		f, err := os.Open(kl.path)
 		if err != nil {
-			return uploaded, err
+			return err
 		}
 		files = append(files, f)
 		info, err := f.Stat()
 		if err != nil {
-			return uploaded, err
+			return err
 		}
 		recs, _, err := storage.ReadTxLog(f, info.Size(), true)
 		if err != nil {
@@ -256,7 +237,7 @@ func (s *Shipper) uploadDetail(ctx context.Context, st *stage) ([][2]ltx.TXID, e
 			// rest goes up.
 			s.log.Error("a kept batch cannot be read: its transactions are restorable only at batch boundaries", "db", st.db, "file", kl.path, "err", err)
 			if err := flush(); err != nil {
-				return uploaded, err
+				return err
 			}
 			os.Remove(kl.path)
 			continue
@@ -274,7 +255,7 @@ func (s *Shipper) uploadDetail(ctx context.Context, st *stage) ([][2]ltx.TXID, e
 		}
 		if len(run) > 0 && recs[0].TXID != runMax+1 {
 			if err := flush(); err != nil {
-				return uploaded, err
+				return err
 			}
 		}
 		if len(run) == 0 {
@@ -286,24 +267,23 @@ func (s *Shipper) uploadDetail(ctx context.Context, st *stage) ([][2]ltx.TXID, e
 		runLogs = append(runLogs, kl.path)
 	}
 	if err := flush(); err != nil {
-		return uploaded, err
+		return err
 	}
 	for _, p := range done {
 		os.Remove(p)
 	}
-	return uploaded, nil
+	return nil
 }
 
-// uploadTxLog compresses records (size bytes) into a transaction-log
-// object and uploads it. It is built in a temporary file in staging or,
-// when staging is full, in memory (up to maxInMemoryBuild of records).
-func (s *Shipper) uploadTxLog(ctx context.Context, st *stage, min, max ltx.TXID, ts int64, records io.ReadSeeker, size int64) error {
+// uploadTxLog compresses records (size bytes; each call of records reads
+// them from the start) into a transaction-log object and uploads it. It is
+// built in a temporary file in staging or, when staging is full, in memory
+// (up to maxInMemoryBuild of records).
+func (s *Shipper) uploadTxLog(ctx context.Context, st *stage, min, max ltx.TXID, ts int64, records func() io.Reader, size int64) error {
 	name := storage.FormatTxLogFilename(min, max)
-	out, err := buildTxLog(st.dir, records, true)
+	out, err := buildTxLog(st.dir, records(), true)
 	if errors.Is(err, syscall.ENOSPC) && size <= maxInMemoryBuild {
-		if _, err = records.Seek(0, io.SeekStart); err == nil {
-			out, err = buildTxLog(st.dir, records, false)
-		}
+		out, err = buildTxLog(st.dir, records(), false)
 	}
 	if err != nil {
 		return fmt.Errorf("build the transaction log %s of %s: %w", name, st.db, err)
@@ -346,39 +326,4 @@ func detailPending(logs []keptLog, min, max ltx.TXID) bool {
 		}
 	}
 	return false
-}
-
-// multiSeeker reads parts one after the other; it seeks only back to the
-// start.
-type multiSeeker struct {
-	parts []io.ReadSeeker
-	i     int
-}
-
-func (m *multiSeeker) Read(p []byte) (int, error) {
-	for m.i < len(m.parts) {
-		n, err := m.parts[m.i].Read(p)
-		if err == io.EOF {
-			m.i++
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-	return 0, io.EOF
-}
-
-func (m *multiSeeker) Seek(off int64, whence int) (int64, error) {
-	if off != 0 || whence != io.SeekStart {
-		return 0, errors.New("multiSeeker: only a seek to the start")
-	}
-	for _, p := range m.parts {
-		if _, err := p.Seek(0, io.SeekStart); err != nil {
-			return 0, err
-		}
-	}
-	m.i = 0
-	return 0, nil
 }

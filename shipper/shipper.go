@@ -396,7 +396,7 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 
 // StateDir is the directory of a database's staging, where a front end may
 // keep other per-database state (files whose names do not start with
-// "batch-", "pending", "shipped" or ".ltx").
+// "batch-", "pending", "shipped", "kept" or ".").
 func (s *Shipper) StateDir(db string) string {
 	return filepath.Join(s.opts.Dir, stageDirName(db))
 }
@@ -568,8 +568,7 @@ func (s *Shipper) FlushDetail(ctx context.Context, db string) error {
 		}
 		defer st.compactLock.unlock()
 	}
-	_, err = s.uploadDetail(ctx, st)
-	return err
+	return s.uploadDetail(ctx, st)
 }
 
 // retryDelay is how long a flush waits before trying a database again:
@@ -615,8 +614,7 @@ func (s *Shipper) Close(ctx context.Context) error {
 		// at the next start.
 		dctx, cancel := s.bounded(ctx)
 		s.forEachDB(func(st *stage) error {
-			_, err := s.uploadDetail(dctx, st)
-			return err
+			return s.uploadDetail(dctx, st)
 		})
 		cancel()
 	}
