@@ -12,6 +12,7 @@ require (
 	github.com/hanwen/go-fuse/v2 v2.9.0 // the mount
 	github.com/klauspost/compress v1.18.0 // zstd for transaction-log objects (successive versions of a page compress against each other)
 	github.com/mattn/go-sqlite3 v1.14.32 // SQLite for the Go VFS, examples and tests
+	github.com/prometheus/client_golang v1.23.2 // /metrics: the Prometheus text format, the Go runtime and process collectors
 	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9 // the VFS and the loadable extension
 	github.com/schollz/progressbar/v3 v3.18.0 // restore's progress bar on a terminal
 	github.com/spf13/cobra v1.10.1 // the command line
@@ -35,9 +36,18 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sso v1.30.1 // indirect
 	github.com/aws/aws-sdk-go-v2/service/ssooidc v1.35.5 // indirect
 	github.com/aws/aws-sdk-go-v2/service/sts v1.39.1 // indirect
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/kr/text v0.2.0 // indirect
 	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pierrec/lz4/v4 v4.1.23 // indirect
+	github.com/prometheus/client_model v0.6.2 // indirect
+	github.com/prometheus/common v0.66.1 // indirect
+	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
+	go.yaml.in/yaml/v2 v2.4.2 // indirect
+	google.golang.org/protobuf v1.36.8 // indirect
 )

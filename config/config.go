@@ -37,6 +37,21 @@ type Config struct {
 	MemoryLimitMB   *int64     `yaml:"memory-limit-mb"`
 	Concurrency     int        `yaml:"upload-concurrency"`
 	Databases       []Override `yaml:"databases"`
+	Metrics         Metrics    `yaml:"metrics"`
+	// Exec is a command run (with /bin/sh -c) once the mount is up;
+	// walsync stops when it exits, with its exit status.
+	Exec string `yaml:"exec"`
+}
+
+// Metrics configures the HTTP endpoint of /metrics, /healthz and /readyz.
+type Metrics struct {
+	Addr string `yaml:"addr"` // host:port; empty: no endpoint
+	// PerDatabase: the per-database series (default true; false for
+	// fleets of thousands of databases).
+	PerDatabase *bool `yaml:"per-database"`
+	// ReadyMaxLag: /readyz fails while a database's oldest unshipped
+	// transaction is older.
+	ReadyMaxLag Duration `yaml:"ready-max-lag"`
 }
 
 // Replica is where the databases are backed up.
@@ -50,6 +65,9 @@ type Replica struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
+	// SummaryInterval: how often an info line sums up the work (0: the
+	// default; negative: never).
+	SummaryInterval Duration `yaml:"summary-interval"`
 }
 
 // Settings are what a database may have of its own.
@@ -164,12 +182,45 @@ func (c *Config) check() error {
 	if c.Log.Format != "" && c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
 	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"shutdown-timeout", c.ShutdownTimeout}, {"metrics.ready-max-lag", c.Metrics.ReadyMaxLag}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s: must not be negative", d.name, d.v.D())
+		}
+	}
+	if err := c.Defaults.check("defaults"); err != nil {
+		return err
+	}
 	for i, o := range c.Databases {
+		if err := o.Settings.check(fmt.Sprintf("databases[%d]", i)); err != nil {
+			return err
+		}
 		if o.Match == "" {
 			return fmt.Errorf("databases[%d]: match is missing (a glob on the path under the mount, e.g. tenants/*/app.db)", i)
 		}
 		if _, err := path.Match(o.Match, ""); err != nil {
 			return fmt.Errorf("databases[%d]: match %q: %w", i, o.Match, err)
+		}
+	}
+	return nil
+}
+
+// maxLevels is how many compaction levels there may be (level 9 is the
+// snapshots').
+const maxLevels = 8
+
+func (s Settings) check(where string) error {
+	if s.SyncInterval < 0 || s.SnapshotInterval < 0 {
+		return fmt.Errorf("%s: sync-interval and snapshot-interval must be positive", where)
+	}
+	if len(s.CompactionLevels) > maxLevels {
+		return fmt.Errorf("%s: compaction-levels: %d given, at most %d (level 9 holds the snapshots)", where, len(s.CompactionLevels), maxLevels)
+	}
+	for _, d := range s.CompactionLevels {
+		if d <= 0 {
+			return fmt.Errorf("%s: compaction-levels: %s is not a positive duration", where, d.D())
 		}
 	}
 	return nil

@@ -67,6 +67,8 @@ type Registry struct {
 	// barrier (a test of what a kill before one leaves).
 	Watcher      *Watcher
 	BarriersOnly bool
+	// CaptureErrors counts failed captures (each logged as an error).
+	CaptureErrors atomic.Uint64
 
 	mu  sync.Mutex
 	dbs map[string]*Database
@@ -208,6 +210,7 @@ func (d *Database) pollWAL() {
 	if core != nil {
 		before := core.Pos()
 		if err := d.batch(core, core.SyncWAL); err != nil {
+			d.r.CaptureErrors.Add(1)
 			d.r.Log.Error("capture of the -wal failed; retried at the next barrier", "db", d.Name, "err", err)
 		}
 		if core.Pos() != before {
@@ -410,6 +413,7 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		d.Files.CloseAll()
 		return nil, nil
 	} else if err != nil {
+		d.r.CaptureErrors.Add(1)
 		d.r.Log.Error("cannot start capturing database", "db", d.Name, "err", err)
 		return nil, err
 	}

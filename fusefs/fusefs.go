@@ -474,6 +474,7 @@ func (w *FS) errno(d *dbfiles.Database, err error) syscall.Errno {
 	}
 	// A capture or staging failure (a full staging filesystem, an I/O
 	// error): SQLite sees the operation fail, the operator sees why.
+	w.reg.CaptureErrors.Add(1)
 	w.log.Error("capture failed; the operation is refused so SQLite reports it", "db", name, "err", err)
 	var en syscall.Errno
 	if errors.As(err, &en) {
@@ -481,3 +482,6 @@ func (w *FS) errno(d *dbfiles.Database, err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+// CaptureErrors counts the captures that failed since the mount started.
+func (w *FS) CaptureErrors() uint64 { return w.reg.CaptureErrors.Load() }

@@ -42,6 +42,7 @@ func (w *FS) captureExisting() {
 			for base := range work {
 				d := w.reg.Get(filepath.ToSlash(base), filepath.Join(w.root, base))
 				if err := d.CaptureNow(); err != nil {
+					w.reg.CaptureErrors.Add(1)
 					w.log.Error("cannot capture the existing -wal; retried at the database's first open", "db", d.Name, "err", err)
 				}
 			}

@@ -41,6 +41,8 @@ func (s *Shipper) compactLoop() {
 		case now := <-t.C:
 			s.expireDue()
 			s.compactDue(now)
+		case req := <-s.snapshots:
+			s.forcedSnapshot(req)
 		}
 	}
 }

@@ -180,9 +180,15 @@ func (s *Shipper) shipMerged(ctx context.Context, st *stage, path string) error 
 			return fmt.Errorf("upload %s level 0 %s: %w", st.db, ltx.FormatFilename(hdr.MinTXID, hdr.MaxTXID), err)
 		}
 		st.wroteFile(0)
-		if err := st.markShipped(posOf(hdr, trl)); err != nil {
+		st.mu.Lock()
+		shipped := st.shipped.TXID
+		st.mu.Unlock()
+		waited, err := st.markShipped(posOf(hdr, trl))
+		if err != nil {
 			return err
 		}
+		s.stats.txShipped.Add(uint64(hdr.MaxTXID - max(shipped, hdr.MinTXID-1)))
+		s.summary.record(waited)
 	}
 	return st.keepMerged(path, hdr.MinTXID, hdr.MaxTXID)
 }

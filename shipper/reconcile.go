@@ -112,6 +112,7 @@ func (s *Shipper) reconcile(ctx context.Context, st *stage) (*ltx.FileInfo, erro
 		return nil, fmt.Errorf("staging of %s disagrees with the replica (%s) and cannot be set aside: %w", st.db, why, err)
 	}
 	st.markVerified()
+	s.stats.resyncs.Add(1)
 	s.log.Warn("staging disagrees with the replica: staged work set aside, the database is resynced from the replica's position",
 		"db", st.db, "replica", s.opts.Client.URL(), "reason", why, "set_aside", aside)
 	return fi, nil
@@ -202,6 +203,7 @@ func (st *stage) reset(remote capture.Pos) (string, error) {
 	}
 	st.pos, st.known, st.shipped = capture.Pos{}, false, capture.Pos{}
 	st.resync = true
+	st.behind = nil
 	if st.shared {
 		// Every process's next capture ships the database whole from here.
 		st.pos, st.known = remote, true

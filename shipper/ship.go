@@ -133,7 +133,13 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 		return err
 	}
 	st.wroteFile(0)
-	return st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
+	s.log.Debug("uploaded", "db", db, "level", 0, "min_txid", first.TXID, "max_txid", last.TXID, "replica", s.opts.Client.URL())
+	waited, err := st.markShipped(capture.Pos{TXID: last.TXID, Checksum: last.Post, PageSize: last.PageSize, Commit: last.Commit})
+	if err == nil {
+		s.stats.txShipped.Add(uint64(len(recs)))
+		s.summary.record(waited)
+	}
+	return err
 }
 
 // posOf is the position an LTX file ends at.

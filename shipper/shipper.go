@@ -77,6 +77,9 @@ type Options struct {
 	// ForDB, if set, gives a database settings of its own; its zero
 	// fields keep the values above.
 	ForDB func(db string) DBOptions
+	// SummaryInterval, if positive, is how often an info line sums up the
+	// work since the last one (summary.go).
+	SummaryInterval time.Duration
 }
 
 // DBOptions are the settings a database may have of its own.
@@ -125,6 +128,10 @@ type Shipper struct {
 
 	staged     atomic.Int64 // bytes in staging, all databases
 	collapsing atomic.Bool
+	stats      stats
+	outage     outage
+	summary    summary
+	snapshots  chan snapshotRequest // SnapshotNow, served by the compaction goroutine
 
 	work chan *stage
 	wg   sync.WaitGroup
@@ -182,11 +189,12 @@ func New(opts Options) (*Shipper, error) {
 	os.Remove(probe.Name())
 
 	s := &Shipper{
-		opts:   opts,
-		log:    opts.Logger,
-		stages: map[string]*stage{},
-		work:   make(chan *stage, 4096),
-		stop:   make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		stages:    map[string]*stage{},
+		work:      make(chan *stage, 4096),
+		stop:      make(chan struct{}),
+		snapshots: make(chan snapshotRequest),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.bindReplica(); err != nil {
@@ -221,6 +229,10 @@ func New(opts Options) (*Shipper, error) {
 	}
 	s.wg.Add(1)
 	go s.compactLoop()
+	if opts.SummaryInterval > 0 {
+		s.wg.Add(1)
+		go s.summaryLoop(opts.SummaryInterval)
+	}
 	return s, nil
 }
 
@@ -275,6 +287,9 @@ func (s *Shipper) loadStage(st *stage) error {
 
 func (s *Shipper) newStage(db string) *stage {
 	st := &stage{db: db, o: s.dbOptions(db), dir: s.StateDir(db), stagedBytes: &s.staged, shared: s.opts.Shared}
+	if _, err := os.Lstat(st.dir); errors.Is(err, os.ErrNotExist) {
+		s.log.Info("new database: every transaction is captured from now on", "db", db, "replica", s.opts.Client.URL())
+	}
 	st.sealLock.path = filepath.Join(st.dir, captureLockFile)
 	st.shipLock.path = filepath.Join(st.dir, shipLockFile)
 	st.compactLock.path = st.shipLock.path
@@ -382,6 +397,7 @@ func (s *Shipper) Stage(db string, tx *capture.Tx) error {
 		s.stagingFailed(err)
 		return err
 	}
+	s.stats.txStaged.Add(1)
 	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
 		s.overLimit()
 	}
@@ -482,11 +498,17 @@ func (s *Shipper) shipWithRetry(st *stage) {
 		st.mu.Lock()
 		st.failures++
 		failures := st.failures
+		st.lastErr, st.lastErrAt = err.Error(), time.Now()
 		st.mu.Unlock()
+		s.stats.failures.Add(1)
 		backoff := st.o.SyncInterval << min(failures, 10)
 		backoff = min(backoff, s.opts.MaxBackoff)
 		backoff = backoff/2 + rand.N(backoff/2+1)
-		s.log.Error("upload failed; staged transactions are kept and retried",
+		level := slog.LevelError
+		if s.outageFailed(err) {
+			level = slog.LevelDebug // the outage is logged once (outage.go), not per database and retry
+		}
+		s.log.Log(context.Background(), level, "upload failed; staged transactions are kept and retried",
 			"db", st.db, "replica", s.opts.Client.URL(), "attempt", failures, "retry_in", backoff.Round(time.Millisecond), "err", err)
 		s.schedule(st, backoff)
 		return
@@ -495,8 +517,9 @@ func (s *Shipper) shipWithRetry(st *stage) {
 	failures := st.failures
 	st.failures = 0
 	st.mu.Unlock()
+	s.outageShipped()
 	if failures > 0 {
-		s.log.Info("upload recovered", "db", st.db, "after_attempts", failures)
+		s.log.Debug("upload recovered", "db", st.db, "after_attempts", failures)
 	}
 }
 

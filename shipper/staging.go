@@ -74,6 +74,11 @@ type stage struct {
 	timer       *time.Timer   // the scheduled shipment's, while it waits
 	verified    bool          // compared with the replica in this run
 	resync      bool          // staged work was set aside: the capture must start again
+	behind      []behindMark  // when the unshipped transactions were staged (status.go)
+	markNext    bool          // the next staged transaction starts a batch (sealed since)
+	lastErr     string        // the last failed shipment's error, and when
+	lastErrAt   time.Time
+	active      bool // staged something since the last summary
 
 	loadOnce sync.Once
 	loadErr  error
@@ -132,6 +137,10 @@ func (st *stage) load() error {
 	if ok {
 		st.mu.Lock()
 		st.pos, st.known = p, true
+		if p.TXID > st.shipped.TXID && len(st.behind) == 0 {
+			// Staged by an earlier run: behind since at least now.
+			st.behind = []behindMark{{txid: st.shipped.TXID + 1, at: time.Now()}}
+		}
 		st.mu.Unlock()
 	}
 	return nil
@@ -314,6 +323,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 		}
 		st.batchBuf = bb.Bytes()
 		st.pos, st.known = pos, true
+		st.noteStaged(tx.TXID)
 		if len(st.batchBuf) >= maxBatchBuf {
 			first, err := st.writeBatchLocked()
 			return first, err
@@ -346,6 +356,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	st.stagedBytes.Add(rec.Size())
 	st.pos, st.writtenPos = pos, pos
 	st.known = true
+	st.noteStaged(tx.TXID)
 	if st.shared {
 		// Until the capture has stored the page checksums (Staged), a
 		// process that follows must resync.
@@ -535,6 +546,7 @@ func (st *stage) seal() error {
 		st.pending.Close()
 		st.pending, st.size = nil, 0
 	}
+	st.markNext = true
 	return os.Rename(path, filepath.Join(st.dir, fmt.Sprintf("batch-%s.log", first)))
 }
 
@@ -555,21 +567,23 @@ func (st *stage) sealedBatches() ([]string, error) {
 	return a, nil
 }
 
-func (st *stage) markShipped(pos capture.Pos) error {
+// markShipped records the shipped position; it returns how long the
+// oldest transaction just shipped waited.
+func (st *stage) markShipped(pos capture.Pos) (time.Duration, error) {
 	b, err := json.Marshal(posJSON(pos))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := writeFileAtomic(filepath.Join(st.dir, "shipped.json"), b); err != nil {
-		return err
+		return 0, err
 	}
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	st.shipped = pos
 	if !st.known {
 		st.pos, st.known = pos, true
 	}
-	st.mu.Unlock()
-	return nil
+	return st.noteShipped(), nil
 }
 
 func (st *stage) close() {

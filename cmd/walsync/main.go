@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -63,6 +61,13 @@ func main() {
 		}
 	}
 	if err := newRootCmd().Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				fmt.Fprintln(os.Stderr, "walsync:", ee.err)
+			}
+			os.Exit(ee.code)
+		}
 		fmt.Fprintln(os.Stderr, "walsync:", err)
 		os.Exit(1)
 	}
@@ -86,7 +91,8 @@ func newRootCmd() *cobra.Command {
 	root.Version = version()
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().BoolP("version", "v", false, "print walsync's version")
-	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd(), newVersionCmd())
+	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd(), newVersionCmd(),
+		newStatusCmd(), newSnapshotCmd())
 	return root
 }
 
@@ -107,23 +113,6 @@ func setLogger(level, format string) error {
 		return fmt.Errorf("log format %q: use text or json", format)
 	}
 	return nil
-}
-
-// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
-// exits at once.
-func signalContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		s := <-ch
-		slog.Info("signal received: stopping", "signal", s.String())
-		cancel()
-		<-ch
-		slog.Error("second signal: exiting without flushing; staged transactions ship at the next start")
-		os.Exit(1)
-	}()
-	return ctx, cancel
 }
 
 // parseTXID accepts a decimal TXID or Litestream's form of exactly 16 hex digits.

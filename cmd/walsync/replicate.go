@@ -26,7 +26,8 @@ resumes; when the files it needs were compacted away it resyncs from a
 snapshot. Each update logs the applied TXID, its time and the lag.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
+			sig := handleSignals()
+			ctx, cancel := sig.ctx, sig.cancel
 			defer cancel()
 			client, err := openService(ctx, strings.TrimSuffix(args[0], "/"))
 			if err != nil {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/walsync/walsync/config"
+	"github.com/walsync/walsync/shipper"
+)
+
+// applyConfig reads --config into ms; a flag given on the command line
+// keeps its value.
+func (ms *mountSettings) applyConfig(cmd *cobra.Command, file string) error {
+	cfg, err := config.Load(file)
+	if err != nil {
+		return err
+	}
+	set := func(name string, apply func()) {
+		if !cmd.Flags().Changed(name) && !cmd.Root().PersistentFlags().Changed(name) {
+			apply()
+		}
+	}
+	if ms.mountpoint == "" {
+		ms.mountpoint = cfg.MountPoint
+	}
+	set("data", func() { ms.dataDir = or(cfg.Data, ms.dataDir) })
+	if len(cfg.Replicas) == 1 {
+		r := cfg.Replicas[0]
+		set("replica", func() { ms.replicaURL = or(r.URL, ms.replicaURL) })
+		set("s3-endpoint", func() { backendOpts.Endpoint = or(r.Endpoint, backendOpts.Endpoint) })
+		set("s3-region", func() { backendOpts.Region = or(r.Region, backendOpts.Region) })
+	}
+	set("capture", func() { ms.captureMode = or(cfg.Capture, ms.captureMode) })
+	set("owner-only", func() { ms.ownerOnly = ms.ownerOnly || cfg.OwnerOnly })
+	set("exec", func() { ms.exec = or(cfg.Exec, ms.exec) })
+	set("metrics-addr", func() { ms.metricsAddr = or(cfg.Metrics.Addr, ms.metricsAddr) })
+	set("metrics-per-db", func() {
+		if cfg.Metrics.PerDatabase != nil {
+			ms.metricsPerDB = *cfg.Metrics.PerDatabase
+		}
+	})
+	set("ready-max-lag", func() { ms.readyMaxLag = orD(cfg.Metrics.ReadyMaxLag, ms.readyMaxLag) })
+	set("log-summary-interval", func() {
+		if cfg.Log.SummaryInterval < 0 {
+			ms.summaryInterval = 0
+		} else {
+			ms.summaryInterval = orD(cfg.Log.SummaryInterval, ms.summaryInterval)
+		}
+	})
+	o, d := &ms.opts, cfg.Defaults
+	set("sync-interval", func() { o.SyncInterval = orD(d.SyncInterval, o.SyncInterval) })
+	set("snapshot-interval", func() { o.SnapshotInterval = orD(d.SnapshotInterval, o.SnapshotInterval) })
+	set("retention", func() { o.Retention = orD(d.Retention, o.Retention) })
+	set("l0-retention", func() { o.L0Retention = orD(d.L0Retention, o.L0Retention) })
+	set("compaction-levels", func() {
+		if len(d.CompactionLevels) > 0 {
+			o.Levels = durations(d.CompactionLevels)
+		}
+	})
+	set("shutdown-timeout", func() { ms.shutdownTimeout = orD(cfg.ShutdownTimeout, ms.shutdownTimeout) })
+	set("upload-concurrency", func() {
+		if cfg.Concurrency > 0 {
+			o.Concurrency = cfg.Concurrency
+		}
+	})
+	set("max-staging-mb", func() {
+		if cfg.MaxStagingMB != nil {
+			ms.maxStagingMB = *cfg.MaxStagingMB
+		}
+	})
+	set("memory-limit-mb", func() {
+		if cfg.MemoryLimitMB != nil {
+			ms.memLimitMB = *cfg.MemoryLimitMB
+		}
+	})
+	level, _ := cmd.Root().PersistentFlags().GetString("log-level")
+	format, _ := cmd.Root().PersistentFlags().GetString("log-format")
+	set("log-level", func() { level = or(cfg.Log.Level, level) })
+	set("log-format", func() { format = or(cfg.Log.Format, format) })
+	if err := setLogger(level, format); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	o.ForDB = func(db string) shipper.DBOptions {
+		s := cfg.Override(db)
+		return shipper.DBOptions{SyncInterval: s.SyncInterval.D(), Levels: durations(s.CompactionLevels),
+			SnapshotInterval: s.SnapshotInterval.D(), Retention: s.Retention.D(), L0Retention: s.L0Retention.D()}
+	}
+	return nil
+}
+
+func or(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+func orD(v config.Duration, def time.Duration) time.Duration {
+	if v != 0 {
+		return v.D()
+	}
+	return def
+}
+
+func durations(ds []config.Duration) []time.Duration {
+	var out []time.Duration
+	for _, d := range ds {
+		out = append(out, d.D())
+	}
+	return out
+}

@@ -1,0 +1,173 @@
+package main
+
+// walsync status and walsync snapshot: ask a running mount, through the
+// control socket in its data directory.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/walsync/walsync/control"
+)
+
+func newStatusCmd() *cobra.Command {
+	var (
+		dataDir string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [MOUNTPOINT] [--data DIR] [--json]",
+		Short: "Show where every database of a running mount stands: captured, on the replica, lag, staged bytes, last error",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := resolveDataDir(dataDir, args)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			st, err := control.GetStatus(ctx, socketOf(dir))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			fmt.Fprintf(out, "walsync %s (pid %d): %s (data %s) -> %s\n", st.Version, st.PID, st.MountPoint, st.Data, strings.Join(st.Replicas, ", "))
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "DATABASE\tTXID\tSHIPPED\tLAG\tSTAGED\tLAST ERROR")
+			for _, d := range st.Databases {
+				for _, r := range d.Replicas {
+					lastErr := ""
+					if r.Failing {
+						lastErr = r.LastError
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d.DB, d.TXID, r.TXID,
+						(time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Millisecond), bytesHuman(d.StagedBytes), lastErr)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "", "the mount's data directory (default: found from MOUNTPOINT)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newSnapshotCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "snapshot DB [--data DIR]",
+		Short: "Upload what is staged for a database and write a full snapshot (level 9) of it now",
+		Long: `DB is the database's path under the mount (/mnt/walsync/tenants/a.db), or its
+name relative to the mount (tenants/a.db) with --data.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db := args[0]
+			dir := dataDir
+			if dir == "" {
+				abs, err := filepath.Abs(db)
+				if err != nil {
+					return err
+				}
+				mp, data, err := walsyncMountOf(abs)
+				if err != nil {
+					return err
+				}
+				dir, db = data, strings.TrimPrefix(abs, mp+"/")
+			} else if filepath.IsAbs(db) {
+				return fmt.Errorf("with --data, give the database's name relative to the mount (tenants/a.db), not %s", db)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			txid, err := control.Snapshot(ctx, socketOf(dir), db)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot of %s written at TXID %d\n", db, txid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "", "the mount's data directory (default: found from DB's path under the mount)")
+	return cmd
+}
+
+func socketOf(dataDir string) string { return filepath.Join(dataDir, stateDir, control.SocketName) }
+
+// resolveDataDir is --data, or the data directory of the walsync mount at
+// args[0].
+func resolveDataDir(dataDir string, args []string) (string, error) {
+	switch {
+	case dataDir != "" && len(args) > 0:
+		return "", errors.New("give the mount point or --data, not both")
+	case dataDir != "":
+		return filepath.Abs(dataDir)
+	case len(args) == 0:
+		return "", errors.New("give the mount point (walsync status /mnt/walsync) or --data DIR")
+	}
+	abs, err := filepath.Abs(args[0])
+	if err != nil {
+		return "", err
+	}
+	_, data, err := walsyncMountOf(abs)
+	return data, err
+}
+
+// walsyncMountOf finds the walsync mount holding path: its mount point and
+// data directory (the mount's source is walsync:DIR).
+func walsyncMountOf(path string) (mountpoint, dataDir string, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if path != mp && !strings.HasPrefix(path, mp+"/") {
+			continue
+		}
+		for i := 5; i+2 < len(fields); i++ {
+			if fields[i] == "-" && fields[i+1] == "fuse.walsync" && strings.HasPrefix(fields[i+2], "walsync:") {
+				if len(mp) > len(mountpoint) {
+					mountpoint, dataDir = mp, unescapeMount(strings.TrimPrefix(fields[i+2], "walsync:"))
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", "", err
+	}
+	if mountpoint == "" {
+		return "", "", fmt.Errorf("%s is not under a walsync mount (give --data DIR)", path)
+	}
+	return mountpoint, dataDir, nil
+}
+
+func bytesHuman(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
