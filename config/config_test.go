@@ -29,6 +29,9 @@ func TestExample(t *testing.T) {
 	if d := c.Defaults; d.SyncInterval.D() != time.Second || len(d.CompactionLevels) != 3 || d.L0Retention.D() != 15*time.Second {
 		t.Fatalf("defaults: %+v", d)
 	}
+	if m := c.Metrics; m.Addr != "127.0.0.1:9090" || m.PerDatabase == nil || !*m.PerDatabase || m.ReadyMaxLag.D() != time.Minute || c.Log.SummaryInterval.D() != time.Minute {
+		t.Fatalf("metrics and log: %+v %+v", m, c.Log)
+	}
 }
 
 // TestErrors: what is wrong is named, with its line.
@@ -42,6 +45,11 @@ func TestErrors(t *testing.T) {
 		{"override without match", "databases:\n  - retention: 1h\n", "databases[0]: match is missing"},
 		{"bad glob", "databases:\n  - match: \"[\"\n", "databases[0]: match"},
 		{"two replicas", "replicas:\n  - url: file:///a\n  - url: file:///b\n", "one replica per mount"},
+		{"too many levels", "databases:\n  - match: a.db\n    compaction-levels: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n", "databases[0]: compaction-levels: 9 given, at most 8"},
+		{"zero level", "defaults:\n  compaction-levels: [0s]\n", "defaults: compaction-levels: 0s is not a positive duration"},
+		{"negative interval", "databases:\n  - match: a.db\n    sync-interval: -1s\n", "databases[0]: sync-interval and snapshot-interval must be positive"},
+		{"negative ready lag", "metrics:\n  ready-max-lag: -5s\n", "metrics.ready-max-lag -5s: must not be negative"},
+		{"unknown metrics key", "metrics:\n  adress: 127.0.0.1:9090\n", `line 2: unknown key "adress"`},
 	} {
 		_, err := Parse([]byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -396,11 +396,10 @@ func TestNoSecretsInOutput(t *testing.T) {
 	}
 }
 
-// TestMountAsUnprivilegedUser: a user who cannot mount is told what is
-// missing (root, or fusermount3 and /dev/fuse), not a path of a helper.
-func TestMountAsUnprivilegedUser(t *testing.T) {
-	dir := t.TempDir()
-	reachable(t, dir)
+// binaryFor copies walsync into dir (which the unprivileged user reaches)
+// and returns its path.
+func binaryFor(t testing.TB, dir string) string {
+	t.Helper()
 	bin := filepath.Join(dir, "walsync")
 	b, err := os.ReadFile(walsyncBin)
 	if err != nil {
@@ -409,6 +408,15 @@ func TestMountAsUnprivilegedUser(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return bin
+}
+
+// TestMountAsUnprivilegedUser: a user who cannot mount is told what is
+// missing (root, or fusermount3 and /dev/fuse), not a path of a helper.
+func TestMountAsUnprivilegedUser(t *testing.T) {
+	dir := t.TempDir()
+	reachable(t, dir)
+	bin := binaryFor(t, dir)
 	// No helper on its PATH, whatever this machine has installed.
 	out, err := asUser(t, "PATH="+dir+"/nothing "+bin+" mount "+dir+"/mnt --data "+dir+"/data --replica file://"+dir+"/rep")
 	if err == nil {

@@ -41,8 +41,14 @@ func (s *Shipper) outageShipped() {
 	if o.down {
 		o.down, o.catching, o.upAt = false, true, time.Now()
 		txs, dbs := s.Unshipped()
+		if txs == 0 {
+			o.catching = false
+			s.log.Info("replica reachable again: caught up, everything staged is on the replica", "replica", s.opts.Client.URL(),
+				"outage", time.Since(o.since).Round(time.Millisecond))
+			return
+		}
 		s.log.Info("replica reachable again: catching up", "replica", s.opts.Client.URL(),
-			"down_for", time.Since(o.since).Round(time.Millisecond), "staged_transactions", txs, "databases", dbs)
+			"outage", time.Since(o.since).Round(time.Millisecond), "staged_transactions", txs, "databases", dbs)
 		return
 	}
 	if o.catching {
