@@ -343,7 +343,34 @@ func TestMountExec(t *testing.T) {
 	if code != 5 || !strings.Contains(log, "passed to the --exec command") {
 		t.Fatalf("SIGTERM: exit status %d, want the command's 5 (the signal passed on)\n%s", code, log)
 	}
+	// A command line, not a single command: /bin/sh stays the parent, and
+	// the signal must reach what it runs too.
+	pidFile := filepath.Join(dir, "sleep.pid")
+	code, log = run(`sleep 300 & echo $! > `+pidFile+`; wait`, true)
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	time.Sleep(100 * time.Millisecond)
+	if pid > 0 && alive(pid) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("SIGTERM reached the shell but not the command it runs (pid %d still alive; exit %d)\n%s", pid, code, log)
+	}
 	if code, log = run(`true`, false); code != 0 {
 		t.Fatalf("exit status %d after a command that succeeded\n%s", code, log)
 	}
+}
+
+// alive reports whether a process runs (a zombie, dead but not reaped by
+// an init that does not reap, does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }

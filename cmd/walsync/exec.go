@@ -25,6 +25,11 @@ func startChild(command, mountpoint string, sig *signals) (*child, error) {
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "WALSYNC_MOUNT="+mountpoint)
+	// Its own process group, which the signals go to: /bin/sh stays the
+	// parent of a command line that is not a single command, and a signal
+	// to the shell alone would leave the application running, orphaned,
+	// over a mount that is gone.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("--exec %q: %w", command, err)
 	}

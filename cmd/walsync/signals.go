@@ -34,7 +34,11 @@ func handleSignals() *signals {
 			switch {
 			case p != nil:
 				slog.Info("signal received: passed to the --exec command", "signal", sig.String(), "pid", p.Pid)
-				_ = p.Signal(sig)
+				// To its process group (startChild): the shell and
+				// what it runs.
+				if err := syscall.Kill(-p.Pid, sig.(syscall.Signal)); err != nil {
+					_ = p.Signal(sig)
+				}
 			case !stopping:
 				stopping = true
 				slog.Info("signal received: stopping", "signal", sig.String())
