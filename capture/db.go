@@ -113,6 +113,9 @@ type Config struct {
 	// Shared, if set, coordinates the DBs of several processes capturing
 	// the same database (the VFS used by several processes).
 	Shared Shared
+	// Full: the first transaction carries every page, whatever Pos (a
+	// replica that is behind the others starts its history again from it).
+	Full bool
 }
 
 // Shared coordinates several processes that capture one database, each
@@ -197,7 +200,7 @@ func Open(cfg Config) (*DB, error) {
 		cfg.Sums = &MemSums{}
 	}
 	d := &DB{cfg: cfg, files: cfg.Files, sums: cfg.Sums, pos: cfg.Pos, dirty: map[uint32]struct{}{}, lastFrameOff: -1}
-	d.needFull = d.pos.TXID == 0
+	d.needFull = d.pos.TXID == 0 || cfg.Full
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.journalLive = d.readJournalLive()

@@ -101,7 +101,7 @@ func (d *DB) establish() error {
 		return nil // an empty database: nothing to ship until it has a page
 	}
 	d.needFull = true
-	if d.pos.TXID != 0 && d.cfg.Warn != nil {
+	if d.pos.TXID != 0 && d.cfg.Warn != nil && !d.cfg.Full {
 		d.cfg.Warn(fmt.Sprintf("database %s: its state on disk cannot be proven to follow transaction %d "+
 			"(changed outside walsync, or a new page size): shipping the whole database as transaction %d (resync)",
 			d.cfg.Name, d.pos.TXID, d.pos.TXID+1))

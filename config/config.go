@@ -176,8 +176,19 @@ func cleanYAMLError(err error) error {
 }
 
 func (c *Config) check() error {
-	if len(c.Replicas) > 1 {
-		return fmt.Errorf("replicas: %d given; one replica per mount is supported for now", len(c.Replicas))
+	if len(c.Replicas) > maxReplicas {
+		return fmt.Errorf("replicas: %d given, at most %d", len(c.Replicas), maxReplicas)
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Replicas {
+		u := strings.TrimSuffix(r.URL, "/")
+		switch {
+		case u == "":
+			return fmt.Errorf("replicas[%d]: url is missing (s3://bucket/prefix or file:///dir)", i)
+		case seen[u]:
+			return fmt.Errorf("replicas[%d]: %s is given twice", i, r.URL)
+		}
+		seen[u] = true
 	}
 	if c.Log.Format != "" && c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
@@ -206,6 +217,9 @@ func (c *Config) check() error {
 	}
 	return nil
 }
+
+// maxReplicas is how many replicas a mount may have (shipper.MaxReplicas).
+const maxReplicas = 16
 
 // maxLevels is how many compaction levels there may be (level 9 is the
 // snapshots').

@@ -47,6 +47,14 @@ type Stager interface {
 	Batch(db string, fn func() error) error
 }
 
+// FullNeeder is a Stager that may need a database's next transaction to
+// carry every page (several replicas, one of them behind the others).
+type FullNeeder interface {
+	// FullNeeded reports whether a capture of db starting now must begin
+	// with a transaction that holds the whole database.
+	FullNeeded(db string) bool
+}
+
 // Registry holds the databases of one front end, by name.
 type Registry struct {
 	Stager Stager
@@ -398,6 +406,10 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	if d.sums == nil {
 		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums"), Cache: shared == nil}
 	}
+	full := false
+	if f, ok := d.r.Stager.(FullNeeder); ok {
+		full = f.FullNeeded(d.Name)
+	}
 	core, err := capture.Open(capture.Config{
 		Name:   d.Name,
 		Files:  d.Files,
@@ -407,6 +419,7 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 		Sink:   d.stage,
 		Shared: shared,
 		Warn:   func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
+		Full:   full,
 	})
 	if errors.Is(err, capture.ErrNotDatabase) {
 		d.notDB = true

@@ -41,12 +41,43 @@ func (c *Client) Reachable() (ok bool, lastOK time.Time, err error) {
 	return true, c.lastOK, nil
 }
 
+// lastAnswer is the replica's last answer: whether it was one, when, and
+// the failure.
+func (c *Client) lastAnswer() (ok bool, at time.Time, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastErr != nil && !c.errAt.Before(c.lastOK) {
+		return false, c.errAt, c.lastErr
+	}
+	return true, c.lastOK, nil
+}
+
+// Levels lists the levels a database has, in one request where the
+// backend can (storage.LevelLister: S3), as the backend itself would.
+func (c *Client) Levels(ctx context.Context, db string) ([]int, error) {
+	ll, ok := c.Client.(storage.LevelLister)
+	if !ok {
+		levels := make([]int, 0, storage.MaxLevel+1)
+		for level := 0; level <= storage.MaxLevel; level++ {
+			levels = append(levels, level)
+		}
+		return levels, nil
+	}
+	start := time.Now()
+	levels, err := ll.Levels(ctx, db)
+	c.done("list", start, err)
+	return levels, err
+}
+
 // done counts one request.
 func (c *Client) done(op string, start time.Time, err error) {
 	c.m.ops.WithLabelValues(c.replica, op).Inc()
 	c.m.duration.WithLabelValues(c.replica, op).Observe(time.Since(start).Seconds())
+	if errors.Is(err, context.Canceled) {
+		return // given up by the caller: no answer either way
+	}
 	now := time.Now()
-	if err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		c.m.errs.WithLabelValues(c.replica, op).Inc()
 		c.mu.Lock()
 		c.lastErr, c.errAt = err, now

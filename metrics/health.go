@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -88,16 +89,13 @@ func (h *Health) Problems(ctx context.Context) []string {
 // reachable is the replica's last answer, or a fresh probe when it was
 // asked nothing for a while.
 func (h *Health) reachable(ctx context.Context, c *Client, now time.Time) error {
-	ok, lastOK, err := c.Reachable()
-	if !ok {
-		return err
-	}
+	_, at, err := c.lastAnswer()
 	after := h.ProbeAfter
 	if after <= 0 {
 		after = 10 * time.Second
 	}
-	if now.Sub(lastOK) < after {
-		return nil
+	if now.Sub(at) < after {
+		return err // its last answer is recent enough: failed or not
 	}
 	h.mu.Lock()
 	p, cached := h.probes[c]
@@ -108,6 +106,9 @@ func (h *Health) reachable(ctx context.Context, c *Client, now time.Time) error 
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err = c.LTXFiles(pctx, ".walsync-probe", 0)
+	if errors.Is(err, context.Canceled) {
+		return err // the caller gave up: nothing learnt, nothing cached
+	}
 	h.mu.Lock()
 	if h.probes == nil {
 		h.probes = map[*Client]probe{}

@@ -140,7 +140,8 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		noChksum bool
 	}
 	var l0 []checked
-	var upper []*ltx.FileInfo // levels 1..8: level-0 files they cover expire
+	var upper []*ltx.FileInfo       // levels 1..8: level-0 files they cover expire
+	restarts := map[ltx.TXID]bool{} // the TXIDs of the snapshots (1 to TXID)
 	for level := storage.TxLogLevel; level <= storage.MaxLevel; level++ {
 		infos, err := c.LTXFiles(ctx, db, level)
 		if err != nil {
@@ -176,6 +177,8 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 				l0 = append(l0, checked{fi, hdr.PreApplyChecksum, dec.Trailer().PostApplyChecksum, hdr.NoChecksum()})
 			} else if level < storage.SnapshotLevel {
 				upper = append(upper, fi)
+			} else if fi.MinTXID == 1 {
+				restarts[fi.MaxTXID] = true
 			}
 		}
 	}
@@ -184,7 +187,10 @@ func Verify(ctx context.Context, c storage.Client, db, tmpDir string) (restored 
 		prev, cur := l0[i-1], l0[i]
 		name := c.ObjectURL(db, 0, cur.fi.MinTXID, cur.fi.MaxTXID)
 		switch {
-		case cur.fi.MinTXID > prev.fi.MaxTXID+1 && !coveredAbove(upper, prev.fi.MaxTXID+1, cur.fi.MinTXID-1):
+		case cur.fi.MinTXID > prev.fi.MaxTXID+1 && !coveredAbove(upper, prev.fi.MaxTXID+1, cur.fi.MinTXID-1) && !restarts[cur.fi.MinTXID]:
+			// (A snapshot of cur's first transaction: the history started
+			// again there, as for a replica that fell behind the others;
+			// the TXIDs before it cannot be restored from this replica.)
 			problems = append(problems, Problem{name, fmt.Errorf("level 0 has a gap: TXIDs %d-%d are missing", prev.fi.MaxTXID+1, cur.fi.MinTXID-1)})
 		case cur.fi.MinTXID == prev.fi.MaxTXID+1 && !cur.noChksum && !prev.noChksum && cur.pre != prev.post:
 			problems = append(problems, Problem{name, fmt.Errorf("pre-apply checksum %s does not follow %s", cur.pre, prev.post)})

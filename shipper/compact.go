@@ -225,6 +225,13 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 	}
 	chain := storage.Chain(src, from, 0)
 	if len(chain) < 2 {
+		chain, err = s.afterGap(ctx, st, src, from, chain)
+		if err != nil {
+			st.forget(level)
+			return err
+		}
+	}
+	if len(chain) < 2 {
 		// Nothing to merge: a single file would only be copied. It is
 		// merged with the next one that arrives.
 		return nil
@@ -251,6 +258,37 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		st.coveredL0(chain, []*ltx.FileInfo{{Level: 1, MinTXID: chain[0].MinTXID, MaxTXID: chain[len(chain)-1].MaxTXID}})
 	}
 	return nil
+}
+
+// afterGap: when the files of src stop following each other after chain
+// (from on), because the replica's history started again from a snapshot
+// (a replica that fell behind the others, upload), the level goes on from
+// that snapshot. It returns chain unchanged when there is no such gap.
+func (s *Shipper) afterGap(ctx context.Context, st *stage, src []*ltx.FileInfo, from ltx.TXID, chain []*ltx.FileInfo) ([]*ltx.FileInfo, error) {
+	end := from
+	if len(chain) > 0 {
+		end = chain[len(chain)-1].MaxTXID
+	}
+	var next *ltx.FileInfo
+	for _, fi := range src {
+		if fi.MinTXID > end+1 {
+			next = fi
+			break
+		}
+	}
+	if next == nil {
+		return chain, nil
+	}
+	snaps, err := s.opts.Client.LTXFiles(ctx, st.db, storage.SnapshotLevel)
+	if err != nil {
+		return nil, err
+	}
+	for _, fi := range snaps {
+		if fi.MinTXID == 1 && fi.MaxTXID == next.MinTXID {
+			return storage.Chain(src, next.MinTXID-1, 0), nil
+		}
+	}
+	return chain, nil // not a restart: the files missing may still come
 }
 
 // errPageSizes: the files of a chain have different page sizes.

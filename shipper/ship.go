@@ -87,10 +87,12 @@ func (s *Shipper) shipBatch(ctx context.Context, st *stage, path string) error {
 	for len(recs) > 0 && recs[0].TXID <= shipped {
 		recs = recs[1:]
 	}
-	// The records of one LTX file share a page size; VACUUM can change it.
+	// The records of one LTX file share a page size (VACUUM can change
+	// it) and follow each other (a replica's history can start again at a
+	// transaction that holds every page).
 	for len(recs) > 0 {
 		n := 1
-		for n < len(recs) && recs[n].PageSize == recs[0].PageSize {
+		for n < len(recs) && recs[n].PageSize == recs[0].PageSize && recs[n].TXID == recs[n-1].TXID+1 {
 			n++
 		}
 		if err := s.upload(ctx, st, f, recs[:n]); err != nil {
@@ -106,7 +108,7 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 	db := st.db
 	first, last := recs[0], recs[len(recs)-1]
 	st.mu.Lock()
-	prevPageSize := st.shipped.PageSize
+	prevPageSize, shipped := st.shipped.PageSize, st.shipped.TXID
 	st.mu.Unlock()
 	switch {
 	case first.TXID == 1:
@@ -124,7 +126,21 @@ func (s *Shipper) upload(ctx context.Context, st *stage, f *os.File, recs []stor
 		if err := s.uploadSnapshot(ctx, st, f, first); err != nil {
 			return err
 		}
-		s.log.Info("page size changed: snapshot written", "db", db, "txid", first.TXID, "page_size", first.PageSize, "was", prevPageSize)
+		if prevPageSize != 0 {
+			s.log.Info("page size changed: snapshot written", "db", db, "txid", first.TXID, "page_size", first.PageSize, "was", prevPageSize)
+		} else {
+			s.log.Info("history starts from a snapshot", "db", db, "replica", s.opts.Client.URL(), "txid", first.TXID)
+		}
+	case shipped != 0 && first.TXID != shipped+1 && isFull(first):
+		// A replica that fell behind the others (or lost files) starts
+		// its history again from this transaction, which holds every
+		// page; restores before it use the files up to shipped.
+		if err := s.uploadSnapshot(ctx, st, f, first); err != nil {
+			return err
+		}
+		s.log.Info("history starts again from a snapshot", "db", db, "replica", s.opts.Client.URL(), "txid", first.TXID, "was", shipped)
+	case shipped != 0 && first.TXID != shipped+1:
+		return fmt.Errorf("staged transaction %d of %s does not follow %d, the last uploaded, and does not hold every page", first.TXID, db, shipped)
 	}
 	// One PUT per batch: the level-0 file. The batch's transactions one by
 	// one stay in staging (kept.go) and go up with the next level-1

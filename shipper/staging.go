@@ -285,7 +285,11 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 			return false, err
 		}
 	}
-	if st.known && (tx.TXID != st.pos.TXID+1 || st.shared && st.pos.TXID > 0 && tx.PreChecksum != st.pos.Checksum) {
+	// A transaction holding every page may jump ahead: a replica behind the
+	// others starts its history again from it (Fanout; upload writes a
+	// snapshot there).
+	restart := tx.Full && !st.shared && tx.TXID > st.pos.TXID+1
+	if st.known && !restart && (tx.TXID != st.pos.TXID+1 || st.shared && st.pos.TXID > 0 && tx.PreChecksum != st.pos.Checksum) {
 		if st.shared {
 			// This process's capture does not continue the chain staged by
 			// all of them (its staging was reset): it starts again.
@@ -458,9 +462,15 @@ func (st *stage) releaseBatchBuf() {
 // the error and the staged position is the last one written; the caller
 // must then capture again from Position.
 func (s *Shipper) Batch(db string, fn func() error) error {
+	ferr, werr := s.batch(db, fn)
+	return errors.Join(ferr, werr)
+}
+
+// batch is Batch with fn's error and the write's apart.
+func (s *Shipper) batch(db string, fn func() error) (ferr, werr error) {
 	st, err := s.stage(db)
 	if err != nil || st.shared {
-		return fn() // shared staging records each transaction as it comes
+		return fn(), nil // shared staging records each transaction as it comes
 	}
 	st.mu.Lock()
 	if st.batching == 0 && len(st.batchBuf) == 0 {
@@ -468,7 +478,7 @@ func (s *Shipper) Batch(db string, fn func() error) error {
 	}
 	st.batching++
 	st.mu.Unlock()
-	ferr := fn()
+	ferr = fn()
 	st.mu.Lock()
 	st.batching--
 	first, werr := st.writeBatchLocked()
@@ -480,7 +490,7 @@ func (s *Shipper) Batch(db string, fn func() error) error {
 	if s.opts.MaxStaging > 0 && s.staged.Load() > s.opts.MaxStaging {
 		s.overLimit()
 	}
-	return errors.Join(ferr, werr)
+	return ferr, werr
 }
 
 func (st *stage) sync() error {

@@ -34,11 +34,15 @@ func openReplica(ctx context.Context, rawURL string) (storage.Client, error) {
 // logged: the application must not lose its databases because its backup
 // target is flaky, and the command retries until the replica answers.
 func openService(ctx context.Context, rawURL string) (storage.Client, error) {
-	return openReplicaMode(ctx, rawURL, true)
+	return openReplicaWith(ctx, rawURL, backendOpts, true)
 }
 
 func openReplicaMode(ctx context.Context, rawURL string, tolerateUnavailable bool) (storage.Client, error) {
-	c, err := storage.OpenWith(ctx, rawURL, backendOpts)
+	return openReplicaWith(ctx, rawURL, backendOpts, tolerateUnavailable)
+}
+
+func openReplicaWith(ctx context.Context, rawURL string, o storage.Options, tolerateUnavailable bool) (storage.Client, error) {
+	c, err := storage.OpenWith(ctx, rawURL, o)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,11 +11,13 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/walsync/walsync/config"
 	"github.com/walsync/walsync/fusefs"
 	"github.com/walsync/walsync/shipper"
 	"github.com/walsync/walsync/storage"
@@ -25,23 +29,25 @@ const stateDir = ".walsync"
 
 // mountSettings are the mount's settings, from flags and --config.
 type mountSettings struct {
-	mountpoint, dataDir, replicaURL string
-	ownerOnly                       bool
-	captureMode                     string
-	shutdownTimeout                 time.Duration
-	memLimitMB, maxStagingMB        int64
-	exec                            string
-	metricsAddr                     string
-	metricsPerDB                    bool
-	readyMaxLag                     time.Duration
-	summaryInterval                 time.Duration
-	opts                            shipper.Options
+	mountpoint, dataDir      string
+	replicas                 []config.Replica
+	ownerOnly                bool
+	captureMode              string
+	shutdownTimeout          time.Duration
+	memLimitMB, maxStagingMB int64
+	exec                     string
+	metricsAddr              string
+	metricsPerDB             bool
+	readyMaxLag              time.Duration
+	summaryInterval          time.Duration
+	opts                     shipper.Options
 }
 
 func newMountCmd() *cobra.Command {
 	var (
-		ms         mountSettings
-		configFile string
+		ms          mountSettings
+		configFile  string
+		replicaURLs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MOUNTPOINT --data DIR --replica URL | mount [MOUNTPOINT] --config FILE",
@@ -68,6 +74,9 @@ mount through a socket in DIR/.walsync.`,
 			if len(args) == 1 {
 				ms.mountpoint = args[0]
 			}
+			for _, u := range replicaURLs {
+				ms.replicas = append(ms.replicas, config.Replica{URL: u})
+			}
 			if configFile != "" {
 				if err := ms.applyConfig(cmd, configFile); err != nil {
 					return err
@@ -78,8 +87,10 @@ mount through a socket in DIR/.walsync.`,
 				return errors.New("the mount point is missing: give it as the argument, or as mount-point in --config")
 			case ms.dataDir == "":
 				return errors.New("--data is missing (or data in --config)")
-			case ms.replicaURL == "":
+			case len(ms.replicas) == 0:
 				return errors.New("--replica is missing (or replicas in --config)")
+			case len(ms.replicas) > shipper.MaxReplicas:
+				return fmt.Errorf("%d replicas: at most %d", len(ms.replicas), shipper.MaxReplicas)
 			}
 			setMemoryLimit(cmd, ms.memLimitMB)
 			ms.opts.MaxStaging = ms.maxStagingMB << 20
@@ -92,7 +103,7 @@ mount through a socket in DIR/.walsync.`,
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML configuration file (see examples/walsync.yml); flags override it")
 	f.StringVar(&ms.dataDir, "data", "", "directory holding the databases' files (required)")
-	f.StringVar(&ms.replicaURL, "replica", "", "replica root URL, e.g. file:///var/backups/walsync (required)")
+	f.StringArrayVar(&replicaURLs, "replica", nil, "replica root URL, e.g. file:///var/backups/walsync (required; give it again for more replicas, each kept up to date on its own)")
 	durationFlag(cmd, &ms.opts.SyncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
 	f.IntVar(&ms.opts.Concurrency, "upload-concurrency", 32, "uploads in flight across all databases")
 	f.DurationSliceVar(&ms.opts.Levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
@@ -185,24 +196,12 @@ func runMount(ms mountSettings) error {
 		return err
 	}
 	defer lock.Close()
-	client, err := openService(context.Background(), ms.replicaURL)
+	ops := newOperations(ms, mountpoint, dataDir)
+	stager, err := openShippers(ms, state, ops)
 	if err != nil {
 		return err
 	}
-	if w, ok := client.(interface{ CheckWritable(context.Context) error }); ok {
-		if err := w.CheckWritable(context.Background()); errors.Is(err, storage.ErrUnavailable) {
-			slog.Warn("the replica cannot be written now; starting anyway, work is staged and retried until it can", "replica", client.URL(), "err", err)
-		} else if err != nil {
-			return fmt.Errorf("--replica: %w", err)
-		}
-	}
-	ops := newOperations(ms, mountpoint, dataDir)
 	opts := ms.opts
-	opts.Dir, opts.Client = filepath.Join(state, "staging"), ops.instrument(client)
-	stager, err := shipper.New(opts)
-	if err != nil {
-		return fmt.Errorf("--data %s: %w", dataDir, err)
-	}
 	wfs, err := fusefs.New(fusefs.Options{DataDir: dataDir, HiddenDir: stateDir, Stager: stager, OwnerOnly: ms.ownerOnly,
 		Capture: capture, Window: opts.SyncInterval,
 		// A test knob: commits wait for a barrier, as when walsync is killed
@@ -217,7 +216,7 @@ func runMount(ms mountSettings) error {
 		_ = stager.Close(context.Background())
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	slog.Info("mounted", "mountpoint", mountpoint, "data", dataDir, "replica", client.URL(), "sync_interval", opts.SyncInterval)
+	slog.Info("mounted", "mountpoint", mountpoint, "data", dataDir, "replicas", replicaURLs(stager), "sync_interval", opts.SyncInterval)
 	stopOps, err := ops.start(stager, wfs)
 	if err != nil {
 		unmount(server, mountpoint)
@@ -250,9 +249,7 @@ func runMount(ms mountSettings) error {
 	if err != nil {
 		// An exit status that tells: systemd and scripts see the backup
 		// is behind.
-		txs, dbs := stager.Unshipped()
-		flushErr = fmt.Errorf("stopped with %d transactions not on the replica %s (databases: %d); they stay staged in %s and ship at the next start: %w",
-			txs, client.URL(), dbs, opts.Dir, err)
+		flushErr = fmt.Errorf("%s; they stay staged in %s and ship at the next start: %w", leftStaged(stager), state, err)
 	} else {
 		slog.Info("flushed and unmounted", "mountpoint", mountpoint)
 	}
@@ -262,8 +259,101 @@ func runMount(ms mountSettings) error {
 	return flushErr
 }
 
+// openShippers opens each replica and its shipper (its own staging
+// directory under state) behind one Fanout.
+func openShippers(ms mountSettings, state string, ops *operations) (*shipper.Fanout, error) {
+	urls := make([]string, len(ms.replicas))
+	for i, r := range ms.replicas {
+		urls[i] = strings.TrimSuffix(r.URL, "/")
+	}
+	dirs := stagingDirs(state, urls)
+	var shippers []*shipper.Shipper
+	fail := func(err error) (*shipper.Fanout, error) {
+		for _, s := range shippers {
+			_ = s.Close(context.Background())
+		}
+		return nil, err
+	}
+	for i, r := range ms.replicas {
+		if slices.Contains(urls[:i], urls[i]) {
+			return fail(fmt.Errorf("replica %s is given twice", urls[i]))
+		}
+		o := backendOpts
+		o.Endpoint, o.Region = or(r.Endpoint, o.Endpoint), or(r.Region, o.Region)
+		client, err := openReplicaWith(context.Background(), urls[i], o, true)
+		if err != nil {
+			return fail(err)
+		}
+		if w, ok := client.(interface{ CheckWritable(context.Context) error }); ok {
+			if err := w.CheckWritable(context.Background()); errors.Is(err, storage.ErrUnavailable) {
+				slog.Warn("the replica cannot be written now; starting anyway, work is staged and retried until it can", "replica", client.URL(), "err", err)
+			} else if err != nil {
+				return fail(fmt.Errorf("--replica: %w", err))
+			}
+		}
+		opts := ms.opts
+		opts.Dir, opts.Client = filepath.Join(state, dirs[i]), ops.instrument(client)
+		s, err := shipper.New(opts)
+		if err != nil {
+			return fail(fmt.Errorf("staging %s: %w", opts.Dir, err))
+		}
+		shippers = append(shippers, s)
+	}
+	f, err := shipper.NewFanout(shippers, slog.Default())
+	if err != nil {
+		return fail(err)
+	}
+	return f, nil
+}
+
+// stagingDirs names each replica's staging directory under state. The one
+// named "staging" stays with the replica it was made for (the only one of
+// earlier versions); the others are named after a hash of their URL, so a
+// reordered list keeps each staging with its replica. A "staging" made for a
+// replica no longer listed goes to the first one (which sets it aside).
+func stagingDirs(state string, urls []string) []string {
+	b, _ := os.ReadFile(filepath.Join(state, "staging", "replica"))
+	bound := strings.TrimSpace(string(b))
+	dirs := make([]string, len(urls))
+	i := slices.Index(urls, bound)
+	if i < 0 {
+		i = 0
+	}
+	for j, u := range urls {
+		if j == i {
+			dirs[j] = "staging"
+		} else {
+			sum := sha256.Sum256([]byte(u))
+			dirs[j] = "staging-" + hex.EncodeToString(sum[:6])
+		}
+	}
+	return dirs
+}
+
+func replicaURLs(f *shipper.Fanout) []string {
+	var urls []string
+	for _, s := range f.Shippers() {
+		urls = append(urls, s.Client().URL())
+	}
+	return urls
+}
+
+// leftStaged says, per replica, what stays staged.
+func leftStaged(f *shipper.Fanout) string {
+	var parts []string
+	for _, s := range f.Shippers() {
+		if txs, dbs := s.Unshipped(); txs > 0 {
+			parts = append(parts, fmt.Sprintf("%d transactions not on the replica %s (databases: %d)", txs, s.Client().URL(), dbs))
+		}
+	}
+	if len(parts) == 0 {
+		return "stopped before every upload was done"
+	}
+	return "stopped with " + strings.Join(parts, ", ")
+}
+
 // flushProgress logs what is left to upload every interval until stopped.
-func flushProgress(s *shipper.Shipper, every time.Duration) (stop func()) {
+func flushProgress(s *shipper.Fanout, every time.Duration) (stop func()) {
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {

@@ -25,12 +25,19 @@ func (ms *mountSettings) applyConfig(cmd *cobra.Command, file string) error {
 		ms.mountpoint = cfg.MountPoint
 	}
 	set("data", func() { ms.dataDir = or(cfg.Data, ms.dataDir) })
-	if len(cfg.Replicas) == 1 {
-		r := cfg.Replicas[0]
-		set("replica", func() { ms.replicaURL = or(r.URL, ms.replicaURL) })
-		set("s3-endpoint", func() { backendOpts.Endpoint = or(r.Endpoint, backendOpts.Endpoint) })
-		set("s3-region", func() { backendOpts.Region = or(r.Region, backendOpts.Region) })
-	}
+	set("replica", func() {
+		ms.replicas = nil
+		for _, r := range cfg.Replicas {
+			// --s3-endpoint and --s3-region on the command line win.
+			if cmd.Root().PersistentFlags().Changed("s3-endpoint") {
+				r.Endpoint = ""
+			}
+			if cmd.Root().PersistentFlags().Changed("s3-region") {
+				r.Region = ""
+			}
+			ms.replicas = append(ms.replicas, r)
+		}
+	})
 	set("capture", func() { ms.captureMode = or(cfg.Capture, ms.captureMode) })
 	set("owner-only", func() { ms.ownerOnly = ms.ownerOnly || cfg.OwnerOnly })
 	set("exec", func() { ms.exec = or(cfg.Exec, ms.exec) })

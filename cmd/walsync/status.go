@@ -47,15 +47,28 @@ func newStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "walsync %s (pid %d): %s (data %s) -> %s\n", st.Version, st.PID, st.MountPoint, st.Data, strings.Join(st.Replicas, ", "))
 			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "DATABASE\tTXID\tSHIPPED\tLAG\tSTAGED\tLAST ERROR")
+			several := len(st.Replicas) > 1
+			if several {
+				fmt.Fprintln(tw, "DATABASE\tTXID\tSTAGED\tREPLICA\tSHIPPED\tLAG\tLAST ERROR")
+			} else {
+				fmt.Fprintln(tw, "DATABASE\tTXID\tSTAGED\tSHIPPED\tLAG\tLAST ERROR")
+			}
 			for _, d := range st.Databases {
-				for _, r := range d.Replicas {
+				for i, r := range d.Replicas {
 					lastErr := ""
 					if r.Failing {
 						lastErr = r.LastError
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d.DB, d.TXID, r.TXID,
-						(time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Millisecond), bytesHuman(d.StagedBytes), lastErr)
+					lag := time.Duration(r.LagSeconds * float64(time.Second)).Round(time.Millisecond)
+					name, txid, staged := d.DB, fmt.Sprint(d.TXID), bytesHuman(d.StagedBytes)
+					if i > 0 {
+						name, txid, staged = "", "", ""
+					}
+					if several {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, txid, staged, r.URL, r.TXID, lag, lastErr)
+					} else {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", name, txid, staged, r.TXID, lag, lastErr)
+					}
 				}
 			}
 			return tw.Flush()
