@@ -286,8 +286,15 @@ func waitUnstaged(staged func() int64) bool {
 	return true
 }
 
+// stagedBytes is what every replica's staging holds (staging,
+// staging-<hash> for the others).
 func (m *mount) stagedBytes() int64 {
-	return dirStaged(filepath.Join(m.data, ".walsync", "staging"))
+	dirs, _ := filepath.Glob(filepath.Join(m.data, ".walsync", "staging*"))
+	var n int64
+	for _, d := range dirs {
+		n += dirStaged(d)
+	}
+	return n
 }
 
 // dirStaged is what a staging directory holds that is not on the replica
