@@ -36,14 +36,8 @@ databases:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m.exact = []string{"mount", "--config", cfg}
 	m.env = []string{"WALSYNC_TEST_ROOT=" + dir}
-	m.start()
-	t.Cleanup(func() {
-		if m.cmd != nil {
-			m.stop()
-		}
-	})
+	m.startExact("mount", "--config", cfg)
 	for _, rel := range []string{"fast/a.db", "slow/b.db"} {
 		if err := os.MkdirAll(filepath.Dir(m.path(rel)), 0o755); err != nil {
 			t.Fatal(err)

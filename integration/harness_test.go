@@ -149,6 +149,19 @@ func (m *mount) replicaURL() string {
 	return "file://" + m.rep
 }
 
+// startExact starts walsync with exactly args (mount --config FILE) and
+// stops it with the test.
+func (m *mount) startExact(args ...string) {
+	m.t.Helper()
+	m.exact = args
+	m.start()
+	m.t.Cleanup(func() {
+		if m.cmd != nil {
+			m.stop()
+		}
+	})
+}
+
 func (m *mount) start() {
 	m.t.Helper()
 	m.startNoWait()

@@ -207,24 +207,7 @@ func TestStatusAndSnapshot(t *testing.T) {
 		}
 	}
 	m.waitShipped()
-	out, err := runWalsyncStdout(t, "status", "--json", "--data", m.data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		MountPoint string `json:"mount_point"`
-		Databases  []struct {
-			DB       string `json:"db"`
-			TXID     uint64 `json:"txid"`
-			Replicas []struct {
-				URL  string `json:"url"`
-				TXID uint64 `json:"txid"`
-			} `json:"replicas"`
-		} `json:"databases"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
-	}
+	st, out := statusJSON(t, m)
 	lsOut, err := runWalsyncStdout(t, "ls", "--json", m.replicaURL())
 	if err != nil {
 		t.Fatal(err)
@@ -373,4 +356,32 @@ func alive(pid int) bool {
 	// pid (comm) state ...: the state follows the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// statusOut is what walsync status --json prints (the fields the tests read).
+type statusOut struct {
+	MountPoint string   `json:"mount_point"`
+	Replicas   []string `json:"replicas"`
+	Databases  []struct {
+		DB       string `json:"db"`
+		TXID     uint64 `json:"txid"`
+		Replicas []struct {
+			URL  string `json:"url"`
+			TXID uint64 `json:"txid"`
+		} `json:"replicas"`
+	} `json:"databases"`
+}
+
+// statusJSON runs walsync status --json on a running mount.
+func statusJSON(t *testing.T, m *mount) (statusOut, string) {
+	t.Helper()
+	out, err := runWalsyncStdout(t, "status", "--json", "--data", m.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st statusOut
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st, out
 }

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,13 +50,7 @@ databases:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m.exact = []string{"mount", "--config", cfg, "--retry-max-backoff", "1s"}
-	m.start()
-	t.Cleanup(func() {
-		if m.cmd != nil {
-			m.stop()
-		}
-	})
+	m.startExact("mount", "--config", cfg, "--retry-max-backoff", "1s")
 	s3Latest := func(db string) ltx.TXID {
 		c, err := storage.OpenWith(context.Background(), "s3://multi/m/"+db, storage.Options{Endpoint: srv.Endpoint})
 		if err != nil {
@@ -138,23 +131,9 @@ databases:
 
 	// status lists both replicas with the TXIDs ls shows.
 	m.waitShipped()
-	out, err := runWalsyncStdout(t, "status", "--json", "--data", m.data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		Replicas  []string `json:"replicas"`
-		Databases []struct {
-			DB       string `json:"db"`
-			TXID     uint64 `json:"txid"`
-			Replicas []struct {
-				URL  string `json:"url"`
-				TXID uint64 `json:"txid"`
-			} `json:"replicas"`
-		} `json:"databases"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Replicas) != 2 || len(st.Databases) != 2 {
-		t.Fatalf("status --json: %v\n%s", err, out)
+	st, out := statusJSON(t, m)
+	if len(st.Replicas) != 2 || len(st.Databases) != 2 {
+		t.Fatalf("status --json: %s", out)
 	}
 	for _, d := range st.Databases {
 		onFile, onS3 := uint64(m.latestTXID(d.DB)), uint64(s3Latest(d.DB))

@@ -124,22 +124,31 @@ func (f *Fanout) FullNeeded(db string) bool { return f.behindOf(db) != 0 }
 // the capture starts again with the whole database, and the commit goes on.
 func (f *Fanout) Stage(db string, tx *capture.Tx) error {
 	behind := f.behindOf(db)
+	errs := make([]error, len(f.shippers))
 	var firstErr error
 	staged := false
 	for i, s := range f.shippers {
 		if behind&(1<<i) != 0 && !tx.Full {
 			continue
 		}
-		if err := s.Stage(db, tx); err != nil {
+		if errs[i] = s.Stage(db, tx); errs[i] != nil {
 			if firstErr == nil {
-				firstErr = err
+				firstErr = errs[i]
 			}
-			f.fellBehind(db, i, err)
 			continue
 		}
 		staged = true
 		if tx.Full {
 			f.caughtUp(db, i)
+		}
+	}
+	if staged {
+		// The replicas that missed what others took are behind; when none
+		// took it, none is: the capture retries it everywhere.
+		for i, err := range errs {
+			if err != nil {
+				f.fellBehind(db, i, err)
+			}
 		}
 	}
 	switch {
@@ -159,24 +168,28 @@ func (f *Fanout) Stage(db string, tx *capture.Tx) error {
 func (f *Fanout) Batch(db string, fn func() error) error {
 	var fnErr error
 	inner := func() error { fnErr = fn(); return fnErr }
-	var werrs []error
+	werrs := make([]error, len(f.shippers))
+	failed := 0
 	for i := len(f.shippers) - 1; i >= 0; i-- {
 		s, next := f.shippers[i], inner
 		inner = func() error {
 			ferr, werr := s.batch(db, next)
-			if werr != nil {
-				werrs = append(werrs, werr)
-				f.fellBehind(db, i, werr)
+			if werrs[i] = werr; werr != nil {
+				failed++
 			}
 			return ferr
 		}
 	}
 	ferr := inner()
-	if len(werrs) == len(f.shippers) {
+	if failed == len(f.shippers) {
+		// Written nowhere: every staged position went back, the capture
+		// retries from there.
 		return errors.Join(append([]error{ferr}, werrs...)...)
 	}
-	if ferr == nil && len(werrs) > 0 {
-		return nil // the replicas behind catch up with the whole database (Stage)
+	for i, werr := range werrs {
+		if werr != nil {
+			f.fellBehind(db, i, werr) // catches up with the whole database (Stage)
+		}
 	}
 	return ferr
 }
@@ -184,15 +197,20 @@ func (f *Fanout) Batch(db string, fn func() error) error {
 // Sync makes db's staged transactions durable in every replica's staging;
 // a replica whose staging fails falls behind. It fails only when all do.
 func (f *Fanout) Sync(db string) error {
-	var errs []error
+	errs := make([]error, len(f.shippers))
+	failed := 0
 	for i, s := range f.shippers {
-		if err := s.Sync(db); err != nil {
-			errs = append(errs, err)
-			f.fellBehind(db, i, err)
+		if errs[i] = s.Sync(db); errs[i] != nil {
+			failed++
 		}
 	}
-	if len(errs) == len(f.shippers) {
+	if failed == len(f.shippers) {
 		return errors.Join(errs...)
+	}
+	for i, err := range errs {
+		if err != nil {
+			f.fellBehind(db, i, err)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -173,9 +174,11 @@ func TestFanoutReplicas(t *testing.T) {
 		for _, fi := range l1 {
 			got = append(got, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID))
 		}
-		l0, _ := file.New(roots[1]).LTXFiles(context.Background(), "a.db", 0)
-		for _, fi := range l0 {
-			got = append(got, "L0:"+ltx.FormatFilename(fi.MinTXID, fi.MaxTXID))
+		for _, level := range []int{0, storage.SnapshotLevel} {
+			files, _ := file.New(roots[1]).LTXFiles(context.Background(), "a.db", level)
+			for _, fi := range files {
+				got = append(got, fmt.Sprintf("L%d:%s", level, ltx.FormatFilename(fi.MinTXID, fi.MaxTXID)))
+			}
 		}
 		t.Fatalf("second replica: level 1 did not go on after the restart: %v", got)
 	}
@@ -194,4 +197,36 @@ func hasFile(files []*ltx.FileInfo, min, max ltx.TXID) bool {
 		}
 	}
 	return false
+}
+
+// TestFanoutFailures: a transaction no replica could stage is an error and
+// leaves no replica behind: the capture retries it everywhere, and one
+// failed write (a full staging) must not turn into a resync of the whole
+// database.
+func TestFanoutFailures(t *testing.T) {
+	dir := t.TempDir()
+	rs := openReplicaSet(t, []string{filepath.Join(dir, "r1")}, []string{filepath.Join(dir, "s1")}, shipper.Options{SyncInterval: time.Hour})
+	defer rs.close(t)
+	m := newMemDB(3)
+	core := rs.core(t, "a.db", m)
+	// Another capture stages TXID 2 behind the fan-out's back: the
+	// replica's staging refuses the fan-out's TXID 2.
+	other := &memDB{data: m.bytes()}
+	other.change(t, openCore(t, rs.shippers[0], "a.db", other), 2, 7)
+	off := int64(pageSize + 200)
+	err := core.WriteDB(off, 1, func() error {
+		m.mu.Lock()
+		m.data[off] = 9
+		m.mu.Unlock()
+		return nil
+	})
+	if err == nil {
+		err = core.Closed()
+	}
+	if err == nil || errors.Is(err, capture.ErrResync) {
+		t.Fatalf("a transaction no replica took: %v, want the staging's error", err)
+	}
+	if rs.f.FullNeeded("a.db") {
+		t.Fatal("a transaction no replica took left the replica behind: the next capture would ship the whole database")
+	}
 }
