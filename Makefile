@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin/walsync
 DEMO     ?= /tmp/walsync
 # Packages whose code runs concurrently: tested with the race detector.
-RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./replicate/... ./fusefs/... ./dbfiles/... ./vfs/...
+RACE_PKGS := ./capture/... ./shipper/... ./storage/... ./restore/... ./replicate/... ./fusefs/... ./dbfiles/... ./vfs/... ./watch/... ./metrics/... ./control/...
 
 .PHONY: build ext run demo test lint unit integration torture bench fuzz clean
 
@@ -33,7 +33,7 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
-	$(GO) test -count=1 ./cmd/...
+	$(GO) test -count=1 ./cmd/... ./config/...
 
 integration: ext
 	WALSYNC_TEST_RACE=1 $(GO) test -count=1 -timeout 20m ./integration/...

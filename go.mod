@@ -9,10 +9,13 @@ require (
 	github.com/aws/aws-sdk-go-v2/credentials v1.18.21 // S3 test server credentials
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.90.0 // S3 API with SHA-256 upload checksums
 	github.com/aws/smithy-go v1.23.2 // S3 errors: tell a failing server from a definite answer
+	github.com/fsnotify/fsnotify v1.9.0 // walsync watch: new databases and writes in watched directories (inotify)
 	github.com/hanwen/go-fuse/v2 v2.9.0 // the mount
 	github.com/klauspost/compress v1.18.0 // zstd for transaction-log objects (successive versions of a page compress against each other)
 	github.com/mattn/go-sqlite3 v1.14.32 // SQLite for the Go VFS, examples and tests
 	github.com/prometheus/client_golang v1.23.2 // /metrics: the Prometheus text format, the Go runtime and process collectors
+	github.com/prometheus/client_model v0.6.2 // tests: parse /metrics
+	github.com/prometheus/common v0.66.1 // tests: parse /metrics (the Prometheus text parser)
 	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9 // the VFS and the loadable extension
 	github.com/schollz/progressbar/v3 v3.18.0 // restore's progress bar on a terminal
 	github.com/spf13/cobra v1.10.1 // the command line
@@ -20,11 +23,6 @@ require (
 	go.yaml.in/yaml/v3 v3.0.4 // the configuration file (the YAML org's maintained yaml.v3: line numbers, unknown keys)
 	golang.org/x/sys v0.49.0 // flock, OFD locks, stat
 	golang.org/x/term v0.37.0 // is stderr a terminal (restore progress)
-)
-
-require (
-	github.com/prometheus/client_model v0.6.2
-	github.com/prometheus/common v0.66.1
 )
 
 require (

@@ -465,3 +465,14 @@ func (d *Database) retryDue() bool {
 	defer d.mu.Unlock()
 	return d.core == nil && !d.retryAt.IsZero() && !d.r.Now().Before(d.retryAt)
 }
+
+// Reestablish drops the capture core: the next capture establishes the
+// database again from its files (continuity with the last captured
+// position proven by its checksum, or the whole database shipped). For a
+// front end that cannot see every write (the watch sidecar), when the -wal
+// was restarted or truncated, or the file changed, since it last looked.
+func (d *Database) Reestablish() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.core = nil
+}

@@ -96,7 +96,7 @@ func newRootCmd() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().BoolP("version", "v", false, "print walsync's version")
 	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd(), newVersionCmd(),
-		newStatusCmd(), newSnapshotCmd())
+		newStatusCmd(), newSnapshotCmd(), newWatchCmd())
 	return root
 }
 

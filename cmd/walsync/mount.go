@@ -104,6 +104,20 @@ mount through a socket in DIR/.walsync.`,
 	f.StringVar(&configFile, "config", "", "YAML configuration file (see examples/walsync.yml); flags override it")
 	f.StringVar(&ms.dataDir, "data", "", "directory holding the databases' files (required)")
 	f.StringArrayVar(&replicaURLs, "replica", nil, "replica root URL, e.g. file:///var/backups/walsync (required; give it again for more replicas, each kept up to date on its own)")
+	shipperFlags(cmd, &ms)
+	f.BoolVar(&ms.ownerOnly, "owner-only", false, "only the user running walsync may use the mount (no allow_other); by default every user may, where the files' modes let them")
+	f.StringVar(&ms.captureMode, "capture", "auto", "how -wal writes are captured: passthrough (the kernel writes -wal files directly; commits are captured at fsync, checkpoint, batch window end and close), write (every write passes through walsync; each commit is captured before its write returns), auto (passthrough where the kernel and privileges allow)")
+	f.StringVar(&ms.exec, "exec", "", "run this command (with /bin/sh -c) once mounted; signals go to it, and walsync flushes and exits with its status when it exits")
+	f.StringVar(&ms.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 (default: off)")
+	f.BoolVar(&ms.metricsPerDB, "metrics-per-db", true, "per-database series in /metrics (TXIDs, lag); false for fleets of thousands of databases")
+	f.DurationVar(&ms.readyMaxLag, "ready-max-lag", time.Minute, "/readyz fails while a database's oldest transaction not on the replica is older (0: no bound)")
+	return cmd
+}
+
+// shipperFlags are the settings of the shipping side, shared by mount and
+// watch.
+func shipperFlags(cmd *cobra.Command, ms *mountSettings) {
+	f := cmd.Flags()
 	durationFlag(cmd, &ms.opts.SyncInterval, "sync-interval", time.Second, "batch window per database: transactions committed in it ship as one file")
 	f.IntVar(&ms.opts.Concurrency, "upload-concurrency", 32, "uploads in flight across all databases")
 	f.DurationSliceVar(&ms.opts.Levels, "compaction-levels", shipper.DefaultLevels, "compaction interval of levels 1, 2, ... (each merges the level below)")
@@ -114,14 +128,7 @@ mount through a socket in DIR/.walsync.`,
 	f.Int64Var(&ms.maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &ms.opts.MaxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")
 	f.Int64Var(&ms.memLimitMB, "memory-limit-mb", 24, "soft limit of the Go heap and runtime in MiB: the garbage collector works harder near it, it never fails an operation (0: none; GOMEMLIMIT, if set, wins over the default)")
-	f.BoolVar(&ms.ownerOnly, "owner-only", false, "only the user running walsync may use the mount (no allow_other); by default every user may, where the files' modes let them")
-	f.StringVar(&ms.captureMode, "capture", "auto", "how -wal writes are captured: passthrough (the kernel writes -wal files directly; commits are captured at fsync, checkpoint, batch window end and close), write (every write passes through walsync; each commit is captured before its write returns), auto (passthrough where the kernel and privileges allow)")
-	f.StringVar(&ms.exec, "exec", "", "run this command (with /bin/sh -c) once mounted; signals go to it, and walsync flushes and exits with its status when it exits")
-	f.StringVar(&ms.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 (default: off)")
-	f.BoolVar(&ms.metricsPerDB, "metrics-per-db", true, "per-database series in /metrics (TXIDs, lag); false for fleets of thousands of databases")
-	f.DurationVar(&ms.readyMaxLag, "ready-max-lag", time.Minute, "/readyz fails while a database's oldest transaction not on the replica is older (0: no bound)")
 	f.DurationVar(&ms.summaryInterval, "log-summary-interval", time.Minute, "how often an info line sums up the work (databases active, transactions shipped, lag p99, staged bytes); 0: never")
-	return cmd
 }
 
 // setMemoryLimit applies --memory-limit-mb. One process serves many

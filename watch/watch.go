@@ -1,0 +1,457 @@
+// Package watch backs up databases that stay where they are, with no mount
+// and no VFS: a sidecar that follows each database's files from outside (as
+// Litestream does), with the mount's capture core, staging and shipper, and
+// writes nothing into the databases: no table, no pragma, no checkpoint.
+//
+// Each database is scanned when its directory reports a write (inotify,
+// through fsnotify) and every Interval as a fallback. A scan of a WAL
+// database holds a SQLite reader's lock on the -shm while it reads (see
+// readlock.go) and captures each transaction committed since the last scan,
+// one TXID each. What a scan cannot follow (the WAL restarted or truncated
+// since the last one, the database changed while walsync was stopped) is
+// established again from the files: continuity with the last captured
+// position is proven by the database's checksum, or the whole database
+// ships as the next transaction; never a wrong increment. A database in a
+// rollback-journal mode ships whole whenever its change counter moves.
+//
+// An idle database costs no goroutine and no descriptor: one fsnotify
+// watcher, one watch per directory, a small pool of scan workers.
+package watch
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/walsync/walsync/dbfiles"
+)
+
+// Options configures a Sidecar.
+type Options struct {
+	Stager dbfiles.Stager
+	Log    *slog.Logger
+	// Interval: every database is scanned this often even without an
+	// event, and directories are rescanned for new databases (default 10s).
+	Interval time.Duration
+	// Workers scan databases in parallel (default 4).
+	Workers int
+}
+
+// Sidecar watches databases.
+type Sidecar struct {
+	opts Options
+	log  *slog.Logger
+	reg  *dbfiles.Registry
+	fsw  *fsnotify.Watcher
+	work chan *entry
+
+	mu      sync.Mutex
+	byName  map[string]*entry
+	byPath  map[string]*entry // main file's path
+	dirs    []Dir
+	watched map[string]bool // directories with a watch
+}
+
+// entry is one watched database and what its last scan saw.
+type entry struct {
+	name, path string
+	d          *dbfiles.Database
+	queued     atomic.Bool
+
+	mu      sync.Mutex // one scan at a time
+	seen    bool
+	wal     bool
+	salts   uint64 // WAL header salts
+	walSize int64
+	walTime int64 // its modification time (ns): frames can be rewritten in place
+	readAt  time.Time // when the scan that saw walTime read
+	counter uint32 // file change counter (rollback-journal modes)
+	warned  bool
+}
+
+// New starts a sidecar with no database.
+func New(opts Options) (*Sidecar, error) {
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Second
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("inotify: %w", err)
+	}
+	reg := dbfiles.NewRegistry(opts.Stager, opts.Log, time.Now)
+	reg.DeferWAL = true
+	return &Sidecar{opts: opts, log: opts.Log, reg: reg, fsw: fsw, work: make(chan *entry, 1024),
+		byName: map[string]*entry{}, byPath: map[string]*entry{}, watched: map[string]bool{}}, nil
+}
+
+// Add watches the database at path as name on the replica.
+func (s *Sidecar) Add(name, path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addLocked(name, path)
+}
+
+func (s *Sidecar) addLocked(name, path string) error {
+	if e, ok := s.byName[name]; ok {
+		if e.path == path {
+			return nil
+		}
+		return fmt.Errorf("%s and %s would both replicate to %q", e.path, path, name)
+	}
+	if e, ok := s.byPath[path]; ok {
+		return fmt.Errorf("%s is watched twice (as %q and %q)", path, e.name, name)
+	}
+	if err := s.watchDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	e := &entry{name: name, path: path, d: s.reg.Get(name, path)}
+	s.byName[name], s.byPath[path] = e, e
+	s.log.Debug("watching", "db", name, "path", path)
+	s.queue(e)
+	return nil
+}
+
+// AddDir watches the databases in a directory, those created later too.
+func (s *Sidecar) AddDir(d Dir) error {
+	abs, err := filepath.Abs(d.Path)
+	if err != nil {
+		return err
+	}
+	d.Path = abs
+	found, err := d.scan()
+	if err != nil {
+		return fmt.Errorf("--dir %s: %w", d.Path, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dirs = append(s.dirs, d)
+	if err := s.watchTree(d); err != nil {
+		return err
+	}
+	for name, p := range found {
+		if err := s.addLocked(name, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// watchTree watches d's directory and, recursive, those below it.
+func (s *Sidecar) watchTree(d Dir) error {
+	if !d.Recursive {
+		return s.watchDir(d.Path)
+	}
+	return filepath.WalkDir(d.Path, func(p string, e os.DirEntry, err error) error {
+		if err != nil || !e.IsDir() {
+			return nil
+		}
+		if p != d.Path && len(e.Name()) > 0 && e.Name()[0] == '.' {
+			return filepath.SkipDir
+		}
+		return s.watchDir(p)
+	})
+}
+
+func (s *Sidecar) watchDir(dir string) error {
+	if s.watched[dir] {
+		return nil
+	}
+	if err := s.fsw.Add(dir); err != nil {
+		// Scanned every Interval all the same.
+		s.log.Warn("cannot watch a directory for writes; its databases are looked at every interval", "dir", dir, "err", err)
+		return nil
+	}
+	s.watched[dir] = true
+	return nil
+}
+
+// Databases returns the watched databases' names.
+func (s *Sidecar) Databases() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.byName))
+	for n := range s.byName {
+		names = append(names, n)
+	}
+	return names
+}
+
+func (s *Sidecar) queue(e *entry) {
+	if e.queued.CompareAndSwap(false, true) {
+		select {
+		case s.work <- e:
+		default:
+			e.queued.Store(false) // full: the next interval looks
+		}
+	}
+}
+
+// Run scans the databases until ctx is done, then scans each one last time.
+func (s *Sidecar) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := 0; i < s.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range s.work {
+				e.queued.Store(false)
+				s.scan(e)
+			}
+		}()
+	}
+	t := time.NewTicker(s.opts.Interval)
+	defer t.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case ev, ok := <-s.fsw.Events:
+			if !ok {
+				break loop
+			}
+			s.event(ev)
+		case err, ok := <-s.fsw.Errors:
+			if !ok {
+				break loop
+			}
+			s.log.Warn("inotify: events may have been missed; the interval scan catches up", "err", err)
+		case <-t.C:
+			s.rescan()
+		}
+	}
+	s.fsw.Close()
+	close(s.work)
+	wg.Wait()
+	// A last look at every database: what was committed until now ships.
+	s.mu.Lock()
+	all := make([]*entry, 0, len(s.byName))
+	for _, e := range s.byName {
+		all = append(all, e)
+	}
+	s.mu.Unlock()
+	for _, e := range all {
+		s.scan(e)
+	}
+	return nil
+}
+
+// event queues the database a write or a new file belongs to.
+func (s *Sidecar) event(ev fsnotify.Event) {
+	p := ev.Name
+	for _, suffix := range []string{"-wal", "-journal", "-shm"} {
+		if len(p) > len(suffix) && p[len(p)-len(suffix):] == suffix {
+			p = p[:len(p)-len(suffix)]
+			break
+		}
+	}
+	s.mu.Lock()
+	e := s.byPath[p]
+	s.mu.Unlock()
+	if e != nil {
+		if !ev.Has(fsnotify.Chmod) {
+			s.queue(e)
+		}
+		return
+	}
+	if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Write) {
+		s.discover(ev.Name)
+	}
+}
+
+// discover adds a new file (or, recursive, a new directory) under a
+// watched directory.
+func (s *Sidecar) discover(p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(p)
+	if err != nil {
+		return
+	}
+	for _, d := range s.dirs {
+		rel, err := filepath.Rel(d.Path, p)
+		if err != nil || rel == "." || filepath.IsAbs(rel) || len(rel) > 1 && rel[:2] == ".." {
+			continue
+		}
+		rel = filepath.ToSlash(rel)
+		if fi.IsDir() && d.Recursive {
+			_ = s.watchTree(Dir{Path: p, Pattern: d.Pattern, Recursive: true})
+			found, _ := Dir{Path: p, Pattern: d.Pattern, Recursive: true}.scan()
+			for sub, fp := range found {
+				s.addFound(rel+"/"+sub, fp)
+			}
+			return
+		}
+		if fi.Mode().IsRegular() && d.matches(rel) && isDatabase(p) {
+			s.addFound(rel, p)
+			return
+		}
+	}
+}
+
+func (s *Sidecar) addFound(name, p string) {
+	if _, ok := s.byPath[p]; ok {
+		return
+	}
+	if err := s.addLocked(name, p); err != nil {
+		s.log.Error("a new database is not watched", "path", p, "err", err)
+		return
+	}
+	s.log.Info("new database found: watched", "db", name, "path", p)
+}
+
+// rescan queues every database and looks for new ones.
+func (s *Sidecar) rescan() {
+	s.mu.Lock()
+	dirs := append([]Dir(nil), s.dirs...)
+	all := make([]*entry, 0, len(s.byName))
+	for _, e := range s.byName {
+		all = append(all, e)
+	}
+	s.mu.Unlock()
+	for _, e := range all {
+		s.queue(e)
+	}
+	for _, d := range dirs {
+		found, err := d.scan()
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		for name, p := range found {
+			s.addFound(name, p)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// scan captures what a database committed since its last scan.
+func (s *Sidecar) scan(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		err := s.scanOnce(e)
+		if errors.Is(err, errBusy) && attempt < 50 {
+			time.Sleep(10 * time.Millisecond) // a writer is committing or restarting the WAL
+			continue
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Error("cannot capture the database; tried again at the next write or interval", "db", e.name, "path", e.path, "err", err)
+		}
+		return
+	}
+}
+
+func (s *Sidecar) scanOnce(e *entry) error {
+	// A reader's SHARED lock on the database first: while it is held the
+	// journal mode cannot change and no rollback-journal commit (nor a
+	// VACUUM in such a mode) rewrites the file under the read.
+	dl, err := lockDB(e.path)
+	if err != nil {
+		return err
+	}
+	defer dl.release()
+	var hdr [100]byte
+	if err := readAt(e.path, hdr[:], 0); err != nil {
+		return err
+	}
+	if string(hdr[:16]) != "SQLite format 3\x00" {
+		return nil // not (yet) a database
+	}
+	wal := hdr[18] == 2 && hdr[19] == 2
+	if e.seen && wal != e.wal {
+		e.d.Reestablish() // the journal mode changed
+	}
+	if wal {
+		wl, err := lockWAL(e.path)
+		if err != nil {
+			return err
+		}
+		defer wl.release()
+		salts, size, mtime := walHeader(e.path + "-wal")
+		if e.seen && e.wal && salts == e.salts && size == e.walSize && mtime == e.walTime &&
+			e.readAt.Sub(time.Unix(0, mtime)) > quiet {
+			return nil // nothing written since the last scan
+		}
+		if e.seen && e.wal && (salts != e.salts || size < e.walSize) {
+			// Restarted or truncated since the last scan: the frames
+			// not read then may be gone (into the database file).
+			e.d.Reestablish()
+		}
+		if err := e.d.CaptureNow(); err != nil {
+			return err
+		}
+		// No restart while the lock is held: what was read stays.
+		e.readAt = time.Now()
+		e.salts, e.walSize, e.walTime = walHeader(e.path + "-wal")
+	} else {
+		if !e.warned {
+			e.warned = true
+			s.log.Warn("database in a rollback-journal mode: each change ships the whole database; per-transaction capture needs WAL mode, the mount or the VFS", "db", e.name)
+		}
+		counter := binary.BigEndian.Uint32(hdr[24:28])
+		if e.seen && !e.wal && counter == e.counter {
+			return nil // not changed since the last scan
+		}
+		if e.seen && counter != e.counter {
+			e.d.Reestablish()
+		}
+		if err := e.d.CaptureNow(); err != nil {
+			return err
+		}
+		e.counter = counter
+	}
+	e.seen, e.wal = true, wal
+	return nil
+}
+
+// quiet: a scan skips a WAL unchanged since the last one only if that one
+// read it this long after its last write, whatever the filesystem's
+// timestamp granularity.
+const quiet = 2 * time.Second
+
+// walHeader returns the salts, the size and the modification time of a
+// WAL file (zero: none).
+func walHeader(p string) (salts uint64, size, mtime int64) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, 0, 0
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, 0
+	}
+	var b [32]byte
+	if n, _ := f.ReadAt(b[:], 0); n == len(b) {
+		salts = binary.BigEndian.Uint64(b[16:24])
+	}
+	return salts, fi.Size(), fi.ModTime().UnixNano()
+}
+
+func readAt(p string, b []byte, off int64) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := f.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	return err
+}

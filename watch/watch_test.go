@@ -1,0 +1,175 @@
+package watch
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/walsync/walsync/restore"
+	"github.com/walsync/walsync/shipper"
+	"github.com/walsync/walsync/storage/file"
+)
+
+// sidecarFixture is a Sidecar over a shipper to a file replica, scanned by
+// hand (no Run): each step is deterministic.
+type sidecarFixture struct {
+	t    *testing.T
+	root string
+	sh   *shipper.Shipper
+	sc   *Sidecar
+}
+
+func newFixture(t *testing.T) *sidecarFixture {
+	t.Helper()
+	f := &sidecarFixture{t: t, root: t.TempDir()}
+	sh, err := shipper.New(shipper.Options{Dir: t.TempDir(), Client: file.New(f.root), SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sh = sh
+	sc, err := New(Options{Stager: sh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sc = sc
+	t.Cleanup(func() { sh.Close(context.Background()) })
+	return f
+}
+
+func (f *sidecarFixture) scan(name string) {
+	f.t.Helper()
+	f.sc.mu.Lock()
+	e := f.sc.byName[name]
+	f.sc.mu.Unlock()
+	f.sc.scan(e)
+}
+
+// restored is the rows of t at the latest TXID on the replica, and that TXID.
+func (f *sidecarFixture) restored(name string) (rows int, txid uint64) {
+	f.t.Helper()
+	if err := f.sh.FlushDB(context.Background(), name); err != nil {
+		f.t.Fatal(err)
+	}
+	out := filepath.Join(f.t.TempDir(), "r.db")
+	at, err := restore.Restore(context.Background(), file.New(filepath.Join(f.root, name)), "", out, restore.Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite3", "file:"+out+"?mode=ro")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow("SELECT count(*) FROM t").Scan(&rows); err != nil {
+		f.t.Fatal(err)
+	}
+	return rows, uint64(at)
+}
+
+func openApp(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	for _, q := range []string{"PRAGMA wal_autocheckpoint=0", "CREATE TABLE IF NOT EXISTS t(x)"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
+func insert(t *testing.T, db *sql.DB, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := db.Exec("INSERT INTO t VALUES(?)", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestScanFollowsWAL: each commit read by a scan is one TXID; a scan that
+// finds the WAL restarted after every frame it had read continues one TXID
+// per commit (continuity proven from the file); one that finds it
+// truncated after commits it never read ships them as one transaction;
+// nothing is written into the database.
+func TestScanFollowsWAL(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "a.db")
+	app := openApp(t, path)
+	if err := f.sc.Add("a.db", path); err != nil {
+		t.Fatal(err)
+	}
+	f.scan("a.db") // first sight: the database as it is
+	_, base := f.restored("a.db")
+	insert(t, app, 3)
+	f.scan("a.db")
+	if rows, txid := f.restored("a.db"); rows != 3 || txid != base+3 {
+		t.Fatalf("three commits: %d rows at TXID %d, want 3 at %d", rows, txid, base+3)
+	}
+
+	// Restarted after a checkpoint of what was read: the next commits
+	// are still one TXID each.
+	if _, err := app.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, app, 2) // the first of them restarts the WAL
+	f.scan("a.db")
+	if rows, txid := f.restored("a.db"); rows != 5 || txid != base+5 {
+		t.Fatalf("after a restart: %d rows at TXID %d, want 5 at %d", rows, txid, base+5)
+	}
+
+	// Commits never read, then truncated into the database file: they
+	// ship together, as one transaction holding the new state.
+	insert(t, app, 4)
+	if _, err := app.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		t.Fatal(err)
+	}
+	f.scan("a.db")
+	if rows, txid := f.restored("a.db"); rows != 9 || txid != base+6 {
+		t.Fatalf("after commits truncated unseen: %d rows at TXID %d, want 9 at %d", rows, txid, base+6)
+	}
+	var tables int
+	if err := app.QueryRow("SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil || tables != 1 {
+		t.Fatalf("the database holds %d schema objects (%v): walsync wrote into it", tables, err)
+	}
+}
+
+// TestScanJournalMode: a rollback-journal database ships when its change
+// counter moves, and not otherwise.
+func TestScanJournalMode(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "d.db")
+	app, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=DELETE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if _, err := app.Exec("CREATE TABLE t(x)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sc.Add("d.db", path); err != nil {
+		t.Fatal(err)
+	}
+	f.scan("d.db")
+	_, base := f.restored("d.db")
+	f.scan("d.db")
+	if _, txid := f.restored("d.db"); txid != base {
+		t.Fatalf("an unchanged database shipped again: TXID %d, was %d", txid, base)
+	}
+	insert(t, app, 2)
+	f.scan("d.db")
+	if rows, txid := f.restored("d.db"); rows != 2 || txid != base+1 {
+		t.Fatalf("after two commits: %d rows at TXID %d, want 2 at %d (shipped whole, once)", rows, txid, base+1)
+	}
+	if _, err := os.Stat(path + "-wal"); err == nil {
+		t.Fatal("walsync changed the journal mode")
+	}
+}
