@@ -71,9 +71,9 @@ type entry struct {
 	wal     bool
 	salts   uint64 // WAL header salts
 	walSize int64
-	walTime int64 // its modification time (ns): frames can be rewritten in place
+	walTime int64     // its modification time (ns): frames can be rewritten in place
 	readAt  time.Time // when the scan that saw walTime read
-	counter uint32 // file change counter (rollback-journal modes)
+	counter uint32    // file change counter (rollback-journal modes)
 	warned  bool
 }
 
