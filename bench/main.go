@@ -73,6 +73,7 @@ type results struct {
 	Scale   *scaleResult   `json:"scale,omitempty"`
 	Restore *restoreResult `json:"restore_from_s3,omitempty"`
 	S3Cost  *s3costResult  `json:"s3_requests_vs_litestream,omitempty"`
+	Watch   *watchResult   `json:"watch_vs_litestream,omitempty"`
 }
 
 type writeResult struct {
@@ -88,7 +89,7 @@ type writeResult struct {
 	Pass      bool      `json:"pass"`
 }
 
-var allParts = []string{"writes", "vfs", "reads", "scale", "restore", "s3cost"}
+var allParts = []string{"writes", "vfs", "reads", "scale", "restore", "s3cost", "watch"}
 
 func main() {
 	bin := flag.String("walsync", "bin/walsync", "walsync binary")
@@ -165,6 +166,13 @@ func run(ctx context.Context, bin, out string, dur time.Duration, parts map[stri
 			return err
 		}
 		res.S3Cost = &sc
+	}
+	if parts["watch"] {
+		wr, err := measureWatch(ctx, bin, root, dur)
+		if err != nil {
+			return err
+		}
+		res.Watch = &wr
 	}
 
 	report(res)
@@ -369,6 +377,10 @@ func report(r results) {
 			fmt.Println()
 			reportS3Cost(r.S3Cost)
 		}
+		if r.Watch != nil {
+			fmt.Println()
+			reportWatch(r.Watch)
+		}
 		return
 	}
 	fmt.Printf("\nwalsync bench: speeds are medians of %d runs, plain and walsync alternating, in this run on this machine\n\n", runs)
@@ -407,6 +419,9 @@ func report(r results) {
 	fmt.Println()
 	if r.S3Cost != nil {
 		reportS3Cost(r.S3Cost)
+	}
+	if r.Watch != nil {
+		reportWatch(r.Watch)
 	}
 }
 

@@ -43,6 +43,10 @@ type Options struct {
 	Interval time.Duration
 	// Workers scan databases in parallel (default 4).
 	Workers int
+	// MinGap: a database written continuously is scanned at most once per
+	// MinGap (default 25ms): each scan reads every commit since the last
+	// one, and fewer scans leave the writer more of the machine.
+	MinGap time.Duration
 }
 
 // Sidecar watches databases.
@@ -52,6 +56,9 @@ type Sidecar struct {
 	reg  *dbfiles.Registry
 	fsw  *fsnotify.Watcher
 	work chan *entry
+	// workMu guards closing work: a delayed queue may come after Run.
+	workMu sync.RWMutex
+	closed bool
 
 	mu      sync.Mutex
 	byName  map[string]*entry
@@ -65,6 +72,8 @@ type entry struct {
 	name, path string
 	d          *dbfiles.Database
 	queued     atomic.Bool
+	delayed    atomic.Bool  // a queue waits for MinGap
+	lastScan   atomic.Int64 // when the last scan started (UnixNano)
 
 	mu      sync.Mutex // one scan at a time
 	seen    bool
@@ -84,6 +93,9 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
+	}
+	if opts.MinGap <= 0 {
+		opts.MinGap = 25 * time.Millisecond
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -191,6 +203,21 @@ func (s *Sidecar) Databases() []string {
 }
 
 func (s *Sidecar) queue(e *entry) {
+	if wait := s.opts.MinGap - time.Since(time.Unix(0, e.lastScan.Load())); wait > 0 {
+		if e.delayed.CompareAndSwap(false, true) {
+			time.AfterFunc(wait, func() { e.delayed.Store(false); s.queueNow(e) })
+		}
+		return
+	}
+	s.queueNow(e)
+}
+
+func (s *Sidecar) queueNow(e *entry) {
+	s.workMu.RLock()
+	defer s.workMu.RUnlock()
+	if s.closed {
+		return
+	}
 	if e.queued.CompareAndSwap(false, true) {
 		select {
 		case s.work <- e:
@@ -209,6 +236,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			defer wg.Done()
 			for e := range s.work {
 				e.queued.Store(false)
+				e.lastScan.Store(time.Now().UnixNano())
 				s.scan(e)
 			}
 		}()
@@ -235,7 +263,10 @@ loop:
 		}
 	}
 	s.fsw.Close()
+	s.workMu.Lock()
+	s.closed = true
 	close(s.work)
+	s.workMu.Unlock()
 	wg.Wait()
 	// A last look at every database: what was committed until now ships.
 	s.mu.Lock()

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/walsync/walsync/internal/testtools"
+)
+
+// The watch scenario (issue 15): `walsync watch` and Litestream 0.5.18 each
+// follow watchDBs WAL databases on plain disk (each its own copy, since
+// Litestream writes tables into the databases), activeDBs of them written at
+// activeRate transactions per second, to the counting S3 server; their
+// resident memory, idle and active. And one writer's commit rate with
+// `walsync watch` following its database, against the same writer alone.
+const (
+	watchDBs          = 1000
+	watchRSSTarget    = 40.0 // MB, the mount's budget
+	watchCommitTarget = 0.9  // commit rate watched over alone, at least
+)
+
+type watchSide struct {
+	IdleRSSMB    float64 `json:"idle_rss_mb"`
+	ActiveRSSMB  float64 `json:"active_rss_mb"` // VmRSS sampled during the active phase, highest
+	PeakMB       float64 `json:"peak_mb"`
+	Transactions int     `json:"transactions"`
+}
+
+type watchResult struct {
+	DBs             int       `json:"dbs"`
+	Active          int       `json:"active"`
+	RatePerDB       int       `json:"tx_per_s_per_db"`
+	DurationS       float64   `json:"duration_s"`
+	Walsync         watchSide `json:"walsync"`
+	Litestream      watchSide `json:"litestream"`
+	LitestreamError string    `json:"litestream_error,omitempty"`
+	RSSTargetMB     float64   `json:"rss_target_mb"`
+	RSSPass         bool      `json:"rss_pass"`
+	CommitAlone     float64   `json:"commit_alone_tx_per_s"`
+	CommitWatched   float64   `json:"commit_watched_tx_per_s"`
+	CommitRatio     float64   `json:"commit_ratio"`
+	CommitTarget    float64   `json:"commit_ratio_target_min"`
+	CommitPass      bool      `json:"commit_pass"`
+}
+
+// sidecar is a running `walsync watch` or `litestream replicate`.
+type sidecar struct {
+	name string
+	cmd  *exec.Cmd
+	log  syncBuffer
+	done chan struct{}
+}
+
+func startSidecar(name, bin string, args, env []string) (*sidecar, error) {
+	s := &sidecar{name: name, done: make(chan struct{})}
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Env = env // nil: this process's
+	s.cmd.Stdout, s.cmd.Stderr = &s.log, &s.log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	return s, nil
+}
+
+func (s *sidecar) stop() error {
+	select {
+	case <-s.done:
+		return fmt.Errorf("%s exited early: %v\n%s", s.name, s.cmd.ProcessState, lastLines(s.log.String(), 10))
+	default:
+	}
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(exitTimeout):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		return fmt.Errorf("%s did not exit after SIGINT; killed it", s.name)
+	}
+	return nil
+}
+
+// makeWatchDBs creates n WAL databases in dir and returns the first active
+// ones open (the others are closed: idle).
+func makeWatchDBs(ctx context.Context, dir string, n, active int) ([]*sql.DB, []string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	var dbs []*sql.DB
+	var names []string
+	for i := 0; i < n; i++ {
+		if err := ctx.Err(); err != nil {
+			return dbs, names, err
+		}
+		name := fmt.Sprintf("db%04d.db", i)
+		db, err := openDB(filepath.Join(dir, name), "NORMAL")
+		if err != nil {
+			return dbs, names, err
+		}
+		for _, q := range []string{`CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)`, `INSERT INTO t(v) VALUES(randomblob(100))`} {
+			if _, err := db.Exec(q); err != nil {
+				db.Close()
+				return dbs, names, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		if i < active {
+			dbs, names = append(dbs, db), append(names, name)
+		} else {
+			db.Close()
+		}
+	}
+	return dbs, names, nil
+}
+
+// runSidecarLoad measures one sidecar: idle after its start, then under load.
+func runSidecarLoad(ctx context.Context, s *sidecar, dbs []*sql.DB, names []string, dur time.Duration) (watchSide, error) {
+	var side watchSide
+	if err := sleep(ctx, 5*syncInterval); err != nil {
+		return side, err
+	}
+	m, err := readRSS(s.cmd.Process.Pid)
+	if err != nil {
+		return side, fmt.Errorf("%s: %w\n%s", s.name, err, lastLines(s.log.String(), 10))
+	}
+	side.IdleRSSMB = m.rss
+	stop := make(chan struct{})
+	highest := make(chan float64, 1)
+	go func() {
+		hi := 0.0
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				highest <- hi
+				return
+			case <-t.C:
+				if m, err := readRSS(s.cmd.Process.Pid); err == nil {
+					hi = max(hi, m.rss)
+				}
+			}
+		}
+	}()
+	side.Transactions, err = steadyLoad(ctx, dbs, names, activeRate, dur)
+	close(stop)
+	side.ActiveRSSMB = <-highest
+	if m, rerr := readRSS(s.cmd.Process.Pid); rerr == nil {
+		side.PeakMB = m.peak
+	}
+	fmt.Fprintf(os.Stderr, "watch, %s: idle RSS %.1f MB, active RSS %.1f MB, peak %.1f MB, %d transactions\n",
+		s.name, side.IdleRSSMB, side.ActiveRSSMB, side.PeakMB, side.Transactions)
+	return side, err
+}
+
+func measureWatch(ctx context.Context, bin, root string, dur time.Duration) (r watchResult, err error) {
+	r = watchResult{DBs: watchDBs, Active: activeDBs, RatePerDB: activeRate, DurationS: activeDuration.Seconds(),
+		RSSTargetMB: watchRSSTarget, CommitTarget: watchCommitTarget}
+	s3, err := startCountingS3(filepath.Join(root, "watch-s3"))
+	if err != nil {
+		return r, err
+	}
+	defer s3.stop()
+
+	// walsync watch.
+	wdir := filepath.Join(root, "watch-walsync")
+	dbs, names, err := makeWatchDBs(ctx, wdir, watchDBs, activeDBs)
+	defer closeAll(dbs)
+	if err != nil {
+		return r, err
+	}
+	w, err := startSidecar("walsync watch", bin, []string{"watch", "--dir", wdir, "-b", "s3://bench/watch",
+		"--state", filepath.Join(root, "watch-state"), "--sync-interval", syncInterval.String()}, append(os.Environ(), s3.env()...))
+	if err != nil {
+		return r, err
+	}
+	r.Walsync, err = runSidecarLoad(ctx, w, dbs, names, *activeDuration)
+	err = errors.Join(err, w.stop())
+	closeAll(dbs)
+	if err != nil {
+		return r, err
+	}
+	r.RSSPass = r.Walsync.ActiveRSSMB <= watchRSSTarget && r.Walsync.IdleRSSMB <= watchRSSTarget
+
+	// Litestream 0.5.18, the same scenario.
+	if lerr := measureLitestreamWatch(ctx, root, s3, &r); lerr != nil {
+		r.LitestreamError = lerr.Error()
+		fmt.Fprintln(os.Stderr, "watch, litestream:", lerr)
+	}
+
+	// A writer's commit rate, alone and with walsync watch following it.
+	var n int
+	plain, watched, err := alternate("watch", "watched", "tx/s", func(ws bool, run int) (float64, error) {
+		n++
+		dir := filepath.Join(root, fmt.Sprintf("watch-commit-%d", n))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return 0, err
+		}
+		path := filepath.Join(dir, "c.db")
+		if !ws {
+			return smallTx(ctx, path, "NORMAL", dur)
+		}
+		// Created first, so that walsync follows it from the start.
+		db, err := openDB(path, "NORMAL")
+		if err != nil {
+			return 0, err
+		}
+		db.Close()
+		s, err := startSidecar("walsync watch", bin, []string{"watch", path, "-b", "file://" + filepath.Join(dir, "replica"),
+			"--state", filepath.Join(dir, "state"), "--sync-interval", syncInterval.String()}, nil)
+		if err != nil {
+			return 0, err
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return 0, errors.Join(err, s.stop())
+		}
+		v, err := smallTxExisting(ctx, path, "NORMAL", dur)
+		return v, errors.Join(err, s.stop())
+	})
+	if err != nil {
+		return r, err
+	}
+	r.CommitAlone, r.CommitWatched = median(plain), median(watched)
+	if r.CommitAlone > 0 {
+		r.CommitRatio = r.CommitWatched / r.CommitAlone
+	}
+	r.CommitPass = r.CommitRatio >= watchCommitTarget
+	return r, nil
+}
+
+// measureLitestreamWatch runs `litestream replicate` over its own copy of
+// the databases, each listed in its config.
+func measureLitestreamWatch(ctx context.Context, root string, s3 *countingS3, r *watchResult) error {
+	ls, err := testtools.Install(litestreamModule)
+	if err != nil {
+		return err
+	}
+	ldir := filepath.Join(root, "watch-litestream")
+	dbs, names, err := makeWatchDBs(ctx, ldir, watchDBs, activeDBs)
+	defer closeAll(dbs)
+	if err != nil {
+		return err
+	}
+	var cfg strings.Builder
+	cfg.WriteString("dbs:\n")
+	for i := 0; i < watchDBs; i++ {
+		fmt.Fprintf(&cfg, "  - path: %s\n    replica:\n      url: s3://bench/litestream-watch/db%04d.db\n      endpoint: %s\n      force-path-style: true\n      region: us-east-1\n      sync-interval: %s\n",
+			filepath.Join(ldir, fmt.Sprintf("db%04d.db", i)), i, "http://"+s3.proxy, syncInterval)
+	}
+	path := filepath.Join(root, "litestream-watch.yml")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+		return err
+	}
+	l, err := startSidecar("litestream", ls, []string{"replicate", "-config", path}, append(withoutEnv("AWS_CA_BUNDLE"), s3.env()...)) // see measureRestore
+	if err != nil {
+		return err
+	}
+	r.Litestream, err = runSidecarLoad(ctx, l, dbs, names, *activeDuration)
+	return errors.Join(err, l.stop())
+}
+
+// smallTxExisting is smallTx on a database that exists already.
+func smallTxExisting(ctx context.Context, path, sync string, dur time.Duration) (float64, error) {
+	db, err := openDB(path, sync)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
+		return 0, err
+	}
+	n, start := 0, time.Now()
+	for time.Since(start) < dur {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if _, err := db.Exec(`INSERT INTO t(v) VALUES(randomblob(100))`); err != nil {
+			return 0, fmt.Errorf("transaction %d: %w", n+1, err)
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func closeAll(dbs []*sql.DB) {
+	for _, db := range dbs {
+		db.Close()
+	}
+}
+
+func reportWatch(r *watchResult) {
+	fmt.Printf("walsync watch beside Litestream 0.5.18: %d WAL databases on plain disk, %d written at %d tx/s each for %.0f s\n\n",
+		r.DBs, r.Active, r.RatePerDB, r.DurationS)
+	if r.LitestreamError != "" {
+		fmt.Printf("litestream failed: %s\n\n", r.LitestreamError)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "METRIC\tWALSYNC WATCH\tLITESTREAM\tTARGET\t")
+	fmt.Fprintf(tw, "RSS idle, MB\t%.1f\t%.1f\t<= %.0f: %s\t\n", r.Walsync.IdleRSSMB, r.Litestream.IdleRSSMB, r.RSSTargetMB, verdict(r.RSSPass))
+	fmt.Fprintf(tw, "RSS active, MB\t%.1f\t%.1f\t<= %.0f: %s\t\n", r.Walsync.ActiveRSSMB, r.Litestream.ActiveRSSMB, r.RSSTargetMB, verdict(r.RSSPass))
+	fmt.Fprintf(tw, "commit rate watched / alone\t%.2fx (%.0f / %.0f tx/s)\t\t>= %.1fx: %s\t\n", r.CommitRatio, r.CommitWatched, r.CommitAlone, r.CommitTarget, verdict(r.CommitPass))
+	tw.Flush()
+	fmt.Println()
+}
