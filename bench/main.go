@@ -300,7 +300,7 @@ func smallTx(ctx context.Context, path, sync string, dur time.Duration) (float64
 		return 0, err
 	}
 	defer db.Close()
-	if _, err := db.Exec(`CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
 		return 0, err
 	}
 	ins, err := db.Prepare(`INSERT INTO t(v) VALUES(randomblob(100))`)

@@ -3,17 +3,14 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -488,9 +485,7 @@ func (t *walsyncTool) stop() error {
 type litestreamTool struct {
 	bin, dir, proxy string
 	env             []string
-	cmd             *exec.Cmd
-	log             *syncBuffer
-	done            chan struct{}
+	sc              *sidecar
 }
 
 func (t *litestreamTool) start() error {
@@ -507,40 +502,19 @@ func (t *litestreamTool) start() error {
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
 		return err
 	}
-	t.cmd = exec.Command(t.bin, "replicate", "-config", path)
-	t.cmd.Env = t.env
-	t.log = &syncBuffer{}
-	t.cmd.Stdout, t.cmd.Stderr = t.log, t.log
-	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stopped by stop only
-	if err := t.cmd.Start(); err != nil {
-		return err
-	}
-	t.done = make(chan struct{})
-	go func() { t.cmd.Wait(); close(t.done) }()
-	return nil
+	sc, err := startSidecar("litestream", t.bin, []string{"replicate", "-config", path}, t.env)
+	t.sc = sc
+	return err
 }
 
 func (t *litestreamTool) dbDir() string { return t.dir }
 
 func (t *litestreamTool) stop() error {
-	if t.cmd == nil {
+	if t.sc == nil {
 		return nil
 	}
-	defer func() { t.cmd = nil }()
-	select {
-	case <-t.done:
-		return fmt.Errorf("litestream exited early: %v\n%s", t.cmd.ProcessState, lastLines(t.log.String(), 10))
-	default:
-	}
-	_ = t.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-t.done:
-	case <-time.After(exitTimeout):
-		_ = t.cmd.Process.Kill()
-		<-t.done
-		return errors.New("litestream did not exit after SIGINT; killed it")
-	}
-	return nil
+	defer func() { t.sc = nil }()
+	return t.sc.stop()
 }
 
 // reportS3Cost prints the scenario's table: walsync beside Litestream.

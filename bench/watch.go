@@ -223,7 +223,7 @@ func measureWatch(ctx context.Context, bin, root string, dur time.Duration) (r w
 		if err := sleep(ctx, 500*time.Millisecond); err != nil {
 			return 0, errors.Join(err, s.stop())
 		}
-		v, err := smallTxExisting(ctx, path, "NORMAL", dur)
+		v, err := smallTx(ctx, path, "NORMAL", dur)
 		return v, errors.Join(err, s.stop())
 	})
 	if err != nil {
@@ -266,29 +266,6 @@ func measureLitestreamWatch(ctx context.Context, root string, s3 *countingS3, r 
 	}
 	r.Litestream, err = runSidecarLoad(ctx, l, dbs, names, *activeDuration)
 	return errors.Join(err, l.stop())
-}
-
-// smallTxExisting is smallTx on a database that exists already.
-func smallTxExisting(ctx context.Context, path, sync string, dur time.Duration) (float64, error) {
-	db, err := openDB(path, sync)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
-		return 0, err
-	}
-	n, start := 0, time.Now()
-	for time.Since(start) < dur {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		if _, err := db.Exec(`INSERT INTO t(v) VALUES(randomblob(100))`); err != nil {
-			return 0, fmt.Errorf("transaction %d: %w", n+1, err)
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 func closeAll(dbs []*sql.DB) {
