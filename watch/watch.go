@@ -47,6 +47,13 @@ type Options struct {
 	// MinGap (default 25ms): each scan reads every commit since the last
 	// one, and fewer scans leave the writer more of the machine.
 	MinGap time.Duration
+	// CheckpointSize, if positive, has walsync checkpoint a WAL database
+	// itself (PASSIVE, through Checkpoint) once a scan has read every
+	// commit of a WAL larger than this, for applications that never
+	// checkpoint. Off by default: walsync runs no checkpoint the
+	// application did not ask for.
+	CheckpointSize int64
+	Checkpoint     func(path string) error
 }
 
 // Sidecar watches databases.
@@ -382,6 +389,16 @@ func (s *Sidecar) scan(e *entry) {
 		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Error("cannot capture the database; tried again at the next write or interval", "db", e.name, "path", e.path, "err", err)
+		}
+		if err == nil && e.wal && s.opts.CheckpointSize > 0 && e.walSize > s.opts.CheckpointSize && s.opts.Checkpoint != nil {
+			// Every commit read: the frames the checkpoint copies are
+			// captured (what commits meanwhile, the next scan proves or
+			// ships whole).
+			if err := s.opts.Checkpoint(e.path); err != nil {
+				s.log.Warn("checkpoint failed", "db", e.name, "err", err)
+			} else {
+				s.log.Debug("checkpointed", "db", e.name, "wal_bytes", e.walSize)
+			}
 		}
 		return
 	}

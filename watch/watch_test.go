@@ -173,3 +173,41 @@ func TestScanJournalMode(t *testing.T) {
 		t.Fatal("walsync changed the journal mode")
 	}
 }
+
+// TestCheckpointOption: with CheckpointSize, a WAL larger than it is
+// checkpointed after a scan that read every commit (and the capture goes on
+// one TXID per commit after the restart that follows); without it, never.
+func TestCheckpointOption(t *testing.T) {
+	for _, size := range []int64{0, 1} {
+		f := newFixture(t)
+		calls := 0
+		f.sc.opts.CheckpointSize = size
+		f.sc.opts.Checkpoint = func(path string) error {
+			calls++
+			db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=1000")
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			_, err = db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+			return err
+		}
+		path := filepath.Join(t.TempDir(), "c.db")
+		app := openApp(t, path)
+		if err := f.sc.Add("c.db", path); err != nil {
+			t.Fatal(err)
+		}
+		f.scan("c.db")
+		_, base := f.restored("c.db")
+		insert(t, app, 3)
+		f.scan("c.db")
+		insert(t, app, 2) // restarts the WAL if it was checkpointed
+		f.scan("c.db")
+		if rows, txid := f.restored("c.db"); rows != 5 || txid != base+5 {
+			t.Fatalf("checkpoint size %d: %d rows at TXID %d, want 5 at %d", size, rows, txid, base+5)
+		}
+		if size == 0 && calls != 0 || size > 0 && calls == 0 {
+			t.Fatalf("checkpoint size %d: %d checkpoints", size, calls)
+		}
+	}
+}

@@ -4,11 +4,14 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +30,7 @@ func newWatchCmd() *cobra.Command {
 		recursive   bool
 		state       string
 		interval    time.Duration
+		checkpoint  string
 	)
 	cmd := &cobra.Command{
 		Use:   "watch [DB...] [--dir DIR] --replica URL",
@@ -64,7 +68,14 @@ database file, or the whole database ships as the next transaction.`,
 			if state == "" {
 				state = defaultWatchState()
 			}
-			return runWatch(ms, state, explicit, dirs, pattern, recursive, interval)
+			opts := watch.Options{Interval: interval}
+			if checkpoint != "" {
+				if opts.CheckpointSize, err = parseSize(checkpoint); err != nil || opts.CheckpointSize <= 0 {
+					return fmt.Errorf("--checkpoint %q: give a WAL size such as 4MiB, 64MB or 1000000 (bytes)", checkpoint)
+				}
+				opts.Checkpoint = checkpointPassive
+			}
+			return runWatch(ms, state, explicit, dirs, pattern, recursive, opts)
 		},
 	}
 	f := cmd.Flags()
@@ -75,6 +86,7 @@ database file, or the whole database ships as the next transaction.`,
 	f.StringArrayVar(&names, "name", nil, "the replica name of each database given as a path, in order (default: its base name)")
 	f.StringVar(&state, "state", "", "walsync's staging directory (default /var/lib/walsync/watch as root, else ~/.local/state/walsync/watch)")
 	f.DurationVar(&interval, "scan-interval", 10*time.Second, "every database is read this often even without a write event, and --dir rescanned")
+	f.StringVar(&checkpoint, "checkpoint", "", "checkpoint (PASSIVE) a WAL larger than this size (4MiB, 64MB) once walsync has read it, for applications that never do; default: never, walsync runs no checkpoint the application did not ask for")
 	shipperFlags(cmd, &ms)
 	return cmd
 }
@@ -87,7 +99,7 @@ func defaultWatchState() string {
 	return filepath.Join(home, ".local", "state", "walsync", "watch")
 }
 
-func runWatch(ms mountSettings, state string, explicit map[string]string, dirs []string, pattern string, recursive bool, interval time.Duration) error {
+func runWatch(ms mountSettings, state string, explicit map[string]string, dirs []string, pattern string, recursive bool, opts watch.Options) error {
 	sig := handleSignals()
 	defer sig.cancel()
 	slog.Info("starting", "version", version(), "command", "watch")
@@ -107,7 +119,8 @@ func runWatch(ms mountSettings, state string, explicit map[string]string, dirs [
 	if err != nil {
 		return err
 	}
-	sc, err := watch.New(watch.Options{Stager: stager, Interval: interval})
+	opts.Stager = stager
+	sc, err := watch.New(opts)
 	if err != nil {
 		_ = stager.Close(context.Background())
 		return err
@@ -139,4 +152,37 @@ func runWatch(ms mountSettings, state string, explicit map[string]string, dirs [
 	}
 	slog.Info("flushed")
 	return nil
+}
+
+// checkpointPassive runs a PASSIVE checkpoint of a WAL database through a
+// short-lived SQLite connection (--checkpoint): it waits for nobody, and
+// copies what no reader still needs.
+func checkpointPassive(path string) error {
+	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=1000")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+	return err
+}
+
+// parseSize reads 4096, 4KiB, 4MiB, 1GiB, 4kB, 64MB, 1GB.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return n * mult, nil
 }
