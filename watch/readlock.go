@@ -51,7 +51,7 @@ func (l *lock) release() {
 // -shm (no connection has the database open in WAL mode) it returns a nil
 // lock: nothing can restart the WAL.
 func lockWAL(db string) (*lock, error) {
-	f, err := os.OpenFile(db+"-shm", os.O_RDWR, 0)
+	f, err := os.Open(db + "-shm") // a read lock needs only a descriptor open for reading
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {
