@@ -77,6 +77,7 @@ type Sidecar struct {
 // entry is one watched database and what its last scan saw.
 type entry struct {
 	name, path string
+	fromDir    bool // found under a --dir: forgotten when it goes away
 	d          *dbfiles.Database
 	queued     atomic.Bool
 	delayed    atomic.Bool  // a queue waits for MinGap
@@ -165,6 +166,7 @@ func (s *Sidecar) AddDir(d Dir) error {
 		if err := s.addLocked(name, p); err != nil {
 			return err
 		}
+		s.byName[name].fromDir = true
 	}
 	return nil
 }
@@ -349,7 +351,25 @@ func (s *Sidecar) addFound(name, p string) {
 		s.log.Error("a new database is not watched", "path", p, "err", err)
 		return
 	}
+	s.byName[name].fromDir = true
 	s.log.Info("new database found: watched", "db", name, "path", p)
+}
+
+// forget stops watching a database found under a directory that is gone
+// (deleted or renamed; a rename is found again under its new name by the
+// next rescan). What it shipped stays on the replica.
+func (s *Sidecar) forget(e *entry) {
+	if _, err := os.Stat(e.path); !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	s.mu.Lock()
+	if s.byName[e.name] == e {
+		delete(s.byName, e.name)
+		delete(s.byPath, e.path)
+	}
+	s.mu.Unlock()
+	s.reg.Forget(e.name)
+	s.log.Info("database gone: no longer watched (its backup stays on the replica)", "db", e.name, "path", e.path)
 }
 
 // rescan queues every database and looks for new ones.
@@ -386,6 +406,10 @@ func (s *Sidecar) scan(e *entry) {
 		if errors.Is(err, errBusy) && attempt < 50 {
 			time.Sleep(10 * time.Millisecond) // a writer is committing or restarting the WAL
 			continue
+		}
+		if errors.Is(err, os.ErrNotExist) && e.fromDir {
+			s.forget(e)
+			return
 		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Error("cannot capture the database; tried again at the next write or interval", "db", e.name, "path", e.path, "err", err)

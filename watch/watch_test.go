@@ -211,3 +211,31 @@ func TestCheckpointOption(t *testing.T) {
 		}
 	}
 }
+
+// TestDirDatabaseGone: a database found under --dir that is deleted is no
+// longer watched; created again, the next rescan finds it.
+func TestDirDatabaseGone(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.db")
+	app := openApp(t, path)
+	insert(t, app, 1)
+	if err := f.sc.AddDir(Dir{Path: dir}); err != nil {
+		t.Fatal(err)
+	}
+	f.scan("a.db")
+	app.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		os.Remove(p)
+	}
+	f.scan("a.db")
+	if got := f.sc.Databases(); len(got) != 0 {
+		t.Fatalf("a deleted database is still watched: %v", got)
+	}
+	app = openApp(t, path)
+	insert(t, app, 2)
+	f.sc.rescan()
+	if got := f.sc.Databases(); len(got) != 1 || got[0] != "a.db" {
+		t.Fatalf("created again: watched %v", got)
+	}
+}
