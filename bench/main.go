@@ -371,6 +371,30 @@ func readRSS(pid int) (memory, error) {
 	return memory{rss: kB["VmRSS"] / 1024, peak: kB["VmHWM"] / 1024, anon: kB["RssAnon"] / 1024, file: kB["RssFile"] / 1024}, nil
 }
 
+// sampleRSS reads process pid's memory every 250 ms until the returned
+// function is called; it returns the sample with the highest VmRSS.
+func sampleRSS(pid int) (highest func() memory) {
+	stop := make(chan struct{})
+	sampled := make(chan memory)
+	go func() {
+		var hi memory
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				sampled <- hi
+				return
+			case <-t.C:
+				if m, err := readRSS(pid); err == nil && m.rss > hi.rss {
+					hi = m
+				}
+			}
+		}
+	}()
+	return func() memory { close(stop); return <-sampled }
+}
+
 func report(r results) {
 	if len(r.Writes) == 0 && len(r.VFS) == 0 && r.Reads == nil && r.Scale == nil && r.Restore == nil {
 		if r.S3Cost != nil {

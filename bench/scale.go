@@ -308,36 +308,17 @@ func runActive(ctx context.Context, pid int, log *putLog, names []string, dbs []
 		}(i)
 	}
 	// Sample walsync's memory while the databases are active.
-	stopSampling := make(chan struct{})
-	sampled := make(chan memory)
-	go func() {
-		var hi memory
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				sampled <- hi
-				return
-			case <-t.C:
-				if m, err := readRSS(pid); err == nil && m.rss > hi.rss {
-					hi = m
-				}
-			}
-		}
-	}()
+	highest := sampleRSS(pid)
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(errs)
 	if err := <-errs; err != nil {
-		close(stopSampling)
-		<-sampled
+		highest()
 		return r, err
 	}
 	// Wait for the last batches.
 	err := sleep(ctx, 3*syncInterval)
-	close(stopSampling)
-	hi := <-sampled
+	hi := highest()
 	r.RSSMB, r.AnonMB, r.FileMB = hi.rss, hi.anon, hi.file
 	if err != nil {
 		return r, err

@@ -135,27 +135,9 @@ func runSidecarLoad(ctx context.Context, s *sidecar, dbs []*sql.DB, names []stri
 		return side, fmt.Errorf("%s: %w\n%s", s.name, err, lastLines(s.log.String(), 10))
 	}
 	side.IdleRSSMB, side.IdleAnonMB = m.rss, m.anon
-	stop := make(chan struct{})
-	highest := make(chan memory, 1)
-	go func() {
-		var hi memory
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				highest <- hi
-				return
-			case <-t.C:
-				if m, err := readRSS(s.cmd.Process.Pid); err == nil && m.rss > hi.rss {
-					hi = m
-				}
-			}
-		}
-	}()
+	highest := sampleRSS(s.cmd.Process.Pid)
 	side.Transactions, err = steadyLoad(ctx, dbs, names, activeRate, dur)
-	close(stop)
-	hi := <-highest
+	hi := highest()
 	side.ActiveRSSMB, side.ActiveAnonMB = hi.rss, hi.anon
 	if m, rerr := readRSS(s.cmd.Process.Pid); rerr == nil {
 		side.PeakMB = m.peak

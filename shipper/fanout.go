@@ -84,6 +84,9 @@ func (f *Fanout) caughtUp(db string, i int) {
 // behind: the capture that starts from it begins with the whole database
 // (FullNeeded). It fails only when no replica's position can be read.
 func (f *Fanout) Position(ctx context.Context, db string) (capture.Pos, error) {
+	if len(f.shippers) == 1 {
+		return f.shippers[0].Position(ctx, db)
+	}
 	pos := make([]capture.Pos, len(f.shippers))
 	errs := make([]error, len(f.shippers))
 	var wg sync.WaitGroup
@@ -124,39 +127,43 @@ func (f *Fanout) FullNeeded(db string) bool { return f.behindOf(db) != 0 }
 // the capture starts again with the whole database, and the commit goes on.
 func (f *Fanout) Stage(db string, tx *capture.Tx) error {
 	behind := f.behindOf(db)
-	errs := make([]error, len(f.shippers))
-	var firstErr error
+	var errs []error // allocated on the first failure only: this runs for every commit
 	staged := false
 	for i, s := range f.shippers {
 		if behind&(1<<i) != 0 && !tx.Full {
 			continue
 		}
-		if errs[i] = s.Stage(db, tx); errs[i] != nil {
-			if firstErr == nil {
-				firstErr = errs[i]
+		if err := s.Stage(db, tx); err != nil {
+			if errs == nil {
+				errs = make([]error, len(f.shippers))
 			}
+			errs[i] = err
 			continue
 		}
 		staged = true
-		if tx.Full {
+		if tx.Full && behind&(1<<i) != 0 {
 			f.caughtUp(db, i)
+			behind &^= 1 << i
 		}
 	}
-	if staged {
-		// The replicas that missed what others took are behind; when none
-		// took it, none is: the capture retries it everywhere.
-		for i, err := range errs {
+	if !staged {
+		// None took it, so none is behind: the capture retries it
+		// everywhere.
+		for _, err := range errs {
 			if err != nil {
-				f.fellBehind(db, i, err)
+				return err
 			}
 		}
-	}
-	switch {
-	case !staged && firstErr != nil:
-		return firstErr
-	case !staged:
 		return fmt.Errorf("%s: every replica is behind: %w", db, capture.ErrResync)
-	case f.FullNeeded(db):
+	}
+	// The replicas that missed what others took are behind.
+	for i, err := range errs {
+		if err != nil {
+			f.fellBehind(db, i, err)
+			behind |= 1 << i
+		}
+	}
+	if behind != 0 {
 		return fmt.Errorf("%s: a replica is behind: %w", db, capture.ErrResync)
 	}
 	return nil
@@ -166,8 +173,10 @@ func (f *Fanout) Stage(db string, tx *capture.Tx) error {
 // writes each replica's staging once. A replica whose write fails falls
 // behind; the batch fails only when the write of every replica did.
 func (f *Fanout) Batch(db string, fn func() error) error {
-	var fnErr error
-	inner := func() error { fnErr = fn(); return fnErr }
+	if len(f.shippers) == 1 {
+		return f.shippers[0].Batch(db, fn)
+	}
+	inner := fn
 	werrs := make([]error, len(f.shippers))
 	failed := 0
 	for i := len(f.shippers) - 1; i >= 0; i-- {
@@ -197,10 +206,14 @@ func (f *Fanout) Batch(db string, fn func() error) error {
 // Sync makes db's staged transactions durable in every replica's staging;
 // a replica whose staging fails falls behind. It fails only when all do.
 func (f *Fanout) Sync(db string) error {
-	errs := make([]error, len(f.shippers))
+	var errs []error // allocated on the first failure only: this runs at every fsync
 	failed := 0
 	for i, s := range f.shippers {
-		if errs[i] = s.Sync(db); errs[i] != nil {
+		if err := s.Sync(db); err != nil {
+			if errs == nil {
+				errs = make([]error, len(f.shippers))
+			}
+			errs[i] = err
 			failed++
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/walsync/walsync/capture"
 )
 
 // Dir is a directory whose databases are watched, those created later too.
@@ -34,12 +36,22 @@ func (d Dir) matches(rel string) bool {
 	if !d.Recursive && strings.Contains(rel, "/") {
 		return false
 	}
-	base := path.Base(rel)
-	if strings.HasSuffix(base, "-wal") || strings.HasSuffix(base, "-shm") || strings.HasSuffix(base, "-journal") {
+	if _, ok := companionOf(rel); ok {
 		return false
 	}
-	ok, _ := path.Match(d.pattern(), base)
+	ok, _ := path.Match(d.pattern(), path.Base(rel))
 	return ok
+}
+
+// companionOf returns the database a companion file (-wal, -journal,
+// -shm) belongs to.
+func companionOf(p string) (db string, ok bool) {
+	for _, suffix := range []string{"-wal", "-journal", "-shm"} {
+		if db, ok := strings.CutSuffix(p, suffix); ok && db != "" {
+			return db, true
+		}
+	}
+	return "", false
 }
 
 // scan lists d's databases by name (their path under d): the files that
@@ -78,7 +90,7 @@ func isDatabase(p string) bool {
 	defer f.Close()
 	var b [16]byte
 	n, _ := f.ReadAt(b[:], 0)
-	return n == len(b) && string(b[:]) == "SQLite format 3\x00"
+	return capture.IsDatabaseHeader(b[:n])
 }
 
 // Names maps paths given one by one to their names on the replica: the

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 )
 
@@ -293,11 +294,8 @@ loop:
 // event queues the database a write or a new file belongs to.
 func (s *Sidecar) event(ev fsnotify.Event) {
 	p := ev.Name
-	for _, suffix := range []string{"-wal", "-journal", "-shm"} {
-		if len(p) > len(suffix) && p[len(p)-len(suffix):] == suffix {
-			p = p[:len(p)-len(suffix)]
-			break
-		}
+	if db, ok := companionOf(p); ok {
+		p = db
 	}
 	s.mu.Lock()
 	e := s.byPath[p]
@@ -441,7 +439,7 @@ func (s *Sidecar) scanOnce(e *entry) error {
 	if err := readAt(e.path, hdr[:], 0); err != nil {
 		return err
 	}
-	if string(hdr[:16]) != "SQLite format 3\x00" {
+	if !capture.IsDatabaseHeader(hdr[:]) {
 		return nil // not (yet) a database
 	}
 	wal := hdr[18] == 2 && hdr[19] == 2

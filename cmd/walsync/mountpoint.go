@@ -55,29 +55,51 @@ func cleanDeadMount(mp string) error {
 	return nil
 }
 
-// mountType returns the filesystem type of the topmost mount at mp ("" when
-// nothing is mounted there).
-func mountType(mp string) (string, error) {
+// mount is one line of /proc/self/mountinfo.
+type mount struct{ point, fstype, source string }
+
+// mounts lists the mounts in /proc/self/mountinfo, in their order
+// (a later one over the same point is on top).
+func mounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer f.Close()
-	var fstype string
+	var out []mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == mp {
-			// After the optional fields, "-" then the type.
-			for i := 5; i+1 < len(fields); i++ {
-				if fields[i] == "-" {
-					fstype = fields[i+1]
-					break
+		if len(fields) < 5 {
+			continue
+		}
+		m := mount{point: unescapeMount(fields[4])}
+		// After the optional fields, "-", the type and the source.
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				m.fstype = fields[i+1]
+				if i+2 < len(fields) {
+					m.source = unescapeMount(fields[i+2])
 				}
+				break
 			}
 		}
+		out = append(out, m)
 	}
-	return fstype, sc.Err()
+	return out, sc.Err()
+}
+
+// mountType returns the filesystem type of the topmost mount at mp ("" when
+// nothing is mounted there).
+func mountType(mp string) (string, error) {
+	ms, err := mounts()
+	var fstype string
+	for _, m := range ms {
+		if m.point == mp {
+			fstype = m.fstype
+		}
+	}
+	return fstype, err
 }
 
 func unescapeMount(s string) string {

@@ -4,12 +4,10 @@ package main
 // control socket in its data directory.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -141,31 +139,15 @@ func resolveDataDir(dataDir string, args []string) (string, error) {
 // walsyncMountOf finds the walsync mount holding path: its mount point and
 // data directory (the mount's source is walsync:DIR).
 func walsyncMountOf(path string) (mountpoint, dataDir string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mounts()
 	if err != nil {
 		return "", "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
+	for _, m := range ms {
+		under := path == m.point || strings.HasPrefix(path, m.point+"/")
+		if under && m.fstype == "fuse.walsync" && strings.HasPrefix(m.source, "walsync:") && len(m.point) > len(mountpoint) {
+			mountpoint, dataDir = m.point, strings.TrimPrefix(m.source, "walsync:")
 		}
-		mp := unescapeMount(fields[4])
-		if path != mp && !strings.HasPrefix(path, mp+"/") {
-			continue
-		}
-		for i := 5; i+2 < len(fields); i++ {
-			if fields[i] == "-" && fields[i+1] == "fuse.walsync" && strings.HasPrefix(fields[i+2], "walsync:") {
-				if len(mp) > len(mountpoint) {
-					mountpoint, dataDir = mp, unescapeMount(strings.TrimPrefix(fields[i+2], "walsync:"))
-				}
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", "", err
 	}
 	if mountpoint == "" {
 		return "", "", fmt.Errorf("%s is not under a walsync mount (give --data DIR)", path)
