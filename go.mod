@@ -9,7 +9,6 @@ require (
 	github.com/aws/aws-sdk-go-v2/credentials v1.18.21 // S3 test server credentials
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.90.0 // S3 API with SHA-256 upload checksums
 	github.com/aws/smithy-go v1.23.2 // S3 errors: tell a failing server from a definite answer
-	github.com/fsnotify/fsnotify v1.9.0 // walsync watch: new databases and writes in watched directories (inotify)
 	github.com/hanwen/go-fuse/v2 v2.9.0 // the mount
 	github.com/klauspost/compress v1.18.0 // zstd for transaction-log objects (successive versions of a page compress against each other)
 	github.com/mattn/go-sqlite3 v1.14.32 // SQLite for the Go VFS, examples and tests

@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/walsync/walsync/internal/testtools"
+	"github.com/walsync/walsync/storage"
+	"github.com/walsync/walsync/storage/file"
 )
 
 // The watch scenario (issue 15): `walsync watch` and Litestream 0.5.18 each
@@ -47,11 +50,26 @@ type watchResult struct {
 	LitestreamError string    `json:"litestream_error,omitempty"`
 	RSSTargetMB     float64   `json:"rss_target_mb"`
 	RSSPass         bool      `json:"rss_pass"`
-	CommitAlone     float64   `json:"commit_alone_tx_per_s"`
-	CommitWatched   float64   `json:"commit_watched_tx_per_s"`
-	CommitRatio     float64   `json:"commit_ratio"`
-	CommitTarget    float64   `json:"commit_ratio_target_min"`
-	CommitPass      bool      `json:"commit_pass"`
+	// A writer paced at pacedRate commits per second: its commit latency
+	// alone and watched (microseconds); the ratio alone / watched of the
+	// medians is the target.
+	LatencyRate       int     `json:"latency_tx_per_s"`
+	LatencyAloneP50   float64 `json:"latency_alone_p50_us"`
+	LatencyAloneP99   float64 `json:"latency_alone_p99_us"`
+	LatencyWatchedP50 float64 `json:"latency_watched_p50_us"`
+	LatencyWatchedP99 float64 `json:"latency_watched_p99_us"`
+	LatencyRatio      float64 `json:"latency_ratio"`
+	LatencyPass       bool    `json:"latency_pass"`
+	// Captured one by one: the replica's TXIDs against the commits, paced.
+	LatencyTXIDs   int `json:"latency_watched_txids"`
+	LatencyCommits int `json:"latency_watched_commits"`
+	// A writer committing as fast as it can, alone and watched: beyond
+	// what the sidecar captures one by one (see README).
+	CommitAlone   float64 `json:"commit_alone_tx_per_s"`
+	CommitWatched float64 `json:"commit_watched_tx_per_s"`
+	CommitRatio   float64 `json:"commit_ratio"`
+	CommitTarget  float64 `json:"commit_ratio_target_min"`
+	CommitPass    bool    `json:"commit_pass"`
 }
 
 // sidecar is a running `walsync watch` or `litestream replicate`.
@@ -182,34 +200,45 @@ func measureWatch(ctx context.Context, bin, root string, dur time.Duration) (r w
 		fmt.Fprintln(os.Stderr, "watch, litestream:", lerr)
 	}
 
-	// A writer's commit rate, alone and with walsync watch following it.
+	// A writer's commit latency at a steady rate, then its rate as fast as
+	// it can commit, each alone and with walsync watch following it.
 	var n int
+	var p50s, p99s [2][]float64
+	lat, latWatched, err := alternate("watch latency", "watched", "us p50", func(ws bool, run int) (float64, error) {
+		n++
+		var l latencies
+		err := withWatch(ctx, bin, filepath.Join(root, fmt.Sprintf("watch-latency-%d", n)), ws, func(path string) error {
+			var err error
+			l, err = pacedTx(ctx, path, pacedRate, dur)
+			return err
+		}, func(txids int) { r.LatencyTXIDs, r.LatencyCommits = txids, l.n+1 })
+		i := 0
+		if ws {
+			i = 1
+		}
+		p50s[i], p99s[i] = append(p50s[i], l.p50), append(p99s[i], l.p99)
+		return l.p50, err
+	})
+	if err != nil {
+		return r, err
+	}
+	r.LatencyRate = pacedRate
+	r.LatencyAloneP50, r.LatencyWatchedP50 = median(lat), median(latWatched)
+	r.LatencyAloneP99, r.LatencyWatchedP99 = median(p99s[0]), median(p99s[1])
+	if r.LatencyWatchedP50 > 0 {
+		r.LatencyRatio = r.LatencyAloneP50 / r.LatencyWatchedP50
+	}
+	r.LatencyPass = r.LatencyRatio >= watchCommitTarget
+
 	plain, watched, err := alternate("watch", "watched", "tx/s", func(ws bool, run int) (float64, error) {
 		n++
-		dir := filepath.Join(root, fmt.Sprintf("watch-commit-%d", n))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return 0, err
-		}
-		path := filepath.Join(dir, "c.db")
-		if !ws {
-			return smallTx(ctx, path, "NORMAL", dur)
-		}
-		// Created first, so that walsync follows it from the start.
-		db, err := openDB(path, "NORMAL")
-		if err != nil {
-			return 0, err
-		}
-		db.Close()
-		s, err := startSidecar("walsync watch", bin, []string{"watch", path, "-b", "file://" + filepath.Join(dir, "replica"),
-			"--state", filepath.Join(dir, "state"), "--sync-interval", syncInterval.String()}, nil)
-		if err != nil {
-			return 0, err
-		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
-			return 0, errors.Join(err, s.stop())
-		}
-		v, err := smallTx(ctx, path, "NORMAL", dur)
-		return v, errors.Join(err, s.stop())
+		var v float64
+		err := withWatch(ctx, bin, filepath.Join(root, fmt.Sprintf("watch-commit-%d", n)), ws, func(path string) error {
+			var err error
+			v, err = smallTx(ctx, path, "NORMAL", dur)
+			return err
+		}, nil)
+		return v, err
 	})
 	if err != nil {
 		return r, err
@@ -220,6 +249,90 @@ func measureWatch(ctx context.Context, bin, root string, dur time.Duration) (r w
 	}
 	r.CommitPass = r.CommitRatio >= watchCommitTarget
 	return r, nil
+}
+
+// pacedRate: commits per second of the latency measurement.
+const pacedRate = 1000
+
+// withWatch runs write on a new WAL database in dir, with walsync watch
+// following it when ws (then txids, if set, gets the replica's latest TXID
+// once walsync has stopped).
+func withWatch(ctx context.Context, bin, dir string, ws bool, write func(path string) error, txids func(int)) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "c.db")
+	if !ws {
+		return write(path)
+	}
+	// Created first, so that walsync follows it from the start.
+	db, err := openDB(path, "NORMAL")
+	if err != nil {
+		return err
+	}
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
+		db.Close()
+		return err
+	}
+	db.Close()
+	replica := filepath.Join(dir, "replica")
+	s, err := startSidecar("walsync watch", bin, []string{"watch", path, "-b", "file://" + replica,
+		"--state", filepath.Join(dir, "state"), "--sync-interval", syncInterval.String()}, nil)
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		return errors.Join(err, s.stop())
+	}
+	err = errors.Join(write(path), s.stop())
+	if err == nil && txids != nil {
+		fi, lerr := storage.Latest(ctx, file.New(filepath.Join(replica, "c.db")), "")
+		if lerr != nil || fi == nil {
+			return fmt.Errorf("watched writer's replica: %v", lerr)
+		}
+		txids(int(fi.MaxTXID))
+	}
+	return err
+}
+
+type latencies struct {
+	n        int
+	p50, p99 float64 // microseconds
+}
+
+// pacedTx commits one INSERT of a 100-byte blob per transaction, rate
+// times a second for dur, and returns the commits' latencies.
+func pacedTx(ctx context.Context, path string, rate int, dur time.Duration) (latencies, error) {
+	db, err := openDB(path, "NORMAL")
+	if err != nil {
+		return latencies{}, err
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
+		return latencies{}, err
+	}
+	ins, err := db.Prepare(`INSERT INTO t(v) VALUES(randomblob(100))`)
+	if err != nil {
+		return latencies{}, err
+	}
+	defer ins.Close()
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	var ls []float64
+	for end := time.Now().Add(dur); time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return latencies{}, ctx.Err()
+		case <-tick.C:
+		}
+		t0 := time.Now()
+		if _, err := ins.Exec(); err != nil {
+			return latencies{}, fmt.Errorf("transaction %d: %w", len(ls)+1, err)
+		}
+		ls = append(ls, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	slices.Sort(ls)
+	return latencies{n: len(ls), p50: ls[len(ls)/2], p99: ls[len(ls)*99/100]}, nil
 }
 
 // measureLitestreamWatch runs `litestream replicate` over its own copy of
@@ -269,7 +382,10 @@ func reportWatch(r *watchResult) {
 	fmt.Fprintln(tw, "METRIC\tWALSYNC WATCH\tLITESTREAM\tTARGET\t")
 	fmt.Fprintf(tw, "RSS idle, MB (anon)\t%.1f (%.1f)\t%.1f (%.1f)\t<= %.0f: %s\t\n", r.Walsync.IdleRSSMB, r.Walsync.IdleAnonMB, r.Litestream.IdleRSSMB, r.Litestream.IdleAnonMB, r.RSSTargetMB, verdict(r.Walsync.IdleRSSMB <= r.RSSTargetMB))
 	fmt.Fprintf(tw, "RSS active, MB (anon)\t%.1f (%.1f)\t%.1f (%.1f)\t<= %.0f: %s\t\n", r.Walsync.ActiveRSSMB, r.Walsync.ActiveAnonMB, r.Litestream.ActiveRSSMB, r.Litestream.ActiveAnonMB, r.RSSTargetMB, verdict(r.Walsync.ActiveRSSMB <= r.RSSTargetMB))
-	fmt.Fprintf(tw, "commit rate watched / alone\t%.2fx (%.0f / %.0f tx/s)\t\t>= %.1fx: %s\t\n", r.CommitRatio, r.CommitWatched, r.CommitAlone, r.CommitTarget, verdict(r.CommitPass))
+	fmt.Fprintf(tw, "commit latency at %d tx/s, alone / watched\t%.2fx (p50 %.1f / %.1f us; p99 %.1f / %.1f us)\t\t>= %.1fx: %s\t\n",
+		r.LatencyRate, r.LatencyRatio, r.LatencyAloneP50, r.LatencyWatchedP50, r.LatencyAloneP99, r.LatencyWatchedP99, r.CommitTarget, verdict(r.LatencyPass))
+	fmt.Fprintf(tw, "  captured one by one (TXIDs / commits)\t%d / %d\t\t\t\n", r.LatencyTXIDs, r.LatencyCommits)
+	fmt.Fprintf(tw, "commit rate flat out, watched / alone\t%.2fx (%.0f / %.0f tx/s)\t\t>= %.1fx: %s\t\n", r.CommitRatio, r.CommitWatched, r.CommitAlone, r.CommitTarget, verdict(r.CommitPass))
 	tw.Flush()
 	fmt.Println()
 }

@@ -502,7 +502,13 @@ type harness struct {
 	// deferWAL: WAL writes go to the file without the DB seeing them (FUSE
 	// passthrough, the VFS); SyncWAL and the other barriers capture them.
 	deferWAL bool
-	clock    time.Duration // added to the DB's clock
+	outside  bool // Config.Outside: the watch sidecar
+	// beforeSink runs as the sink is called, before it reads the pages.
+	beforeSink func()
+	// readLocks counts Config.ReadLock calls; readLockErr is their result.
+	readLocks   int
+	readLockErr error
+	clock       time.Duration // added to the DB's clock
 }
 
 func newHarness(t testing.TB, files *memFiles) *harness {
@@ -520,12 +526,17 @@ func (h *harness) fatalf(format string, args ...any) {
 
 func (h *harness) config(pos capture.Pos) capture.Config {
 	return capture.Config{
-		Name:  "test.db",
-		Files: h.files,
-		Pos:   pos,
-		Now:   func() time.Time { return time.UnixMilli(1700000000000).Add(h.clock) },
-		Sink:  h.sink,
-		Sums:  h.sums,
+		Name:    "test.db",
+		Files:   h.files,
+		Pos:     pos,
+		Now:     func() time.Time { return time.UnixMilli(1700000000000).Add(h.clock) },
+		Sink:    h.sink,
+		Sums:    h.sums,
+		Outside: h.outside,
+		ReadLock: func() error {
+			h.readLocks++
+			return h.readLockErr
+		},
 		Warn: func(msg string) {
 			h.warns = append(h.warns, msg)
 			if strings.Contains(msg, "without a rollback journal") {
@@ -566,6 +577,14 @@ func (h *harness) last() txRecord {
 func (h *harness) sink(tx *capture.Tx) error {
 	h.t.Helper()
 	h.sinkCalls++
+	if h.beforeSink != nil {
+		h.beforeSink()
+	}
+	// A stager reads the pages first: a page changed under the read is
+	// its error, nothing is staged.
+	if err := tx.ForEachPage(func(uint32, []byte) error { return nil }); errors.Is(err, capture.ErrChangedUnderRead) {
+		return err
+	}
 	if h.sinkErr != nil {
 		return h.sinkErr
 	}

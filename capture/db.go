@@ -113,6 +113,18 @@ type Config struct {
 	// Shared, if set, coordinates the DBs of several processes capturing
 	// the same database (the VFS used by several processes).
 	Shared Shared
+	// Outside: the front end reads the files from outside, now and then
+	// (the watch sidecar), instead of seeing SQLite's writes or being asked
+	// before a checkpoint: the WAL may have been restarted, truncated or
+	// deleted since the last look. See outsideRestart.
+	Outside bool
+	// ReadLock, if set, is called before the core reads the database file
+	// to prove continuity or to ship the database whole, when a checkpoint
+	// of the application must not copy WAL frames the capture has not read
+	// into it meanwhile (Outside; the watch sidecar takes a SQLite reader's
+	// lock, held until its scan ends). It may fail with the reason to try
+	// again later.
+	ReadLock func() error
 	// Full: the first transaction carries every page, whatever Pos (a
 	// replica that is behind the others starts its history again from it).
 	Full bool
@@ -309,6 +321,37 @@ func (d *DB) readDBPage(pgno uint32) (change, error) {
 	return change{pgno: pgno, sum: pageChecksum(pgno, *bp), ref: pageRef{pgno: pgno, kind: DBFile, off: off}}, nil
 }
 
+// verifyRefs gives each page of a transaction the checksum its content
+// must have when it is read back to be staged (see Tx.ForEachPage): the
+// changed pages' new checksums, the others' in the captured state. Read from
+// outside, a page can change between the scan and the staging (the WAL
+// restarted over it, a checkpoint wrote the database file); it is then
+// refused rather than staged.
+func (d *DB) verifyRefs(refs []pageRef, changes []change) error {
+	sums := make(map[uint32]ltx.Checksum, len(changes))
+	for _, c := range changes {
+		sums[c.pgno] = c.sum
+	}
+	var chunk [1024]ltx.Checksum
+	first := uint32(0) // page number of chunk[0]; 0: not read
+	for i := range refs {
+		r := &refs[i]
+		r.verify = true
+		if sum, ok := sums[r.pgno]; ok {
+			r.sum = sum
+			continue
+		}
+		if first == 0 || r.pgno < first || r.pgno >= first+uint32(len(chunk)) {
+			first = r.pgno
+			if err := d.sums.ReadSums(first, chunk[:]); err != nil {
+				return fmt.Errorf("read the page checksums of %s: %w", d.cfg.Name, err)
+			}
+		}
+		r.sum = chunk[r.pgno-first]
+	}
+	return nil
+}
+
 // logicalRef says where the current content of pgno lives, given the WAL index.
 func (d *DB) logicalRef(idx map[uint32]int64, pgno uint32) pageRef {
 	if off, ok := idx[pgno]; ok {
@@ -365,7 +408,15 @@ func (d *DB) emit(changes []change, commit uint32) error {
 			tx.pages[i] = c.ref
 		}
 	}
+	if d.cfg.Outside {
+		if err := d.verifyRefs(tx.pages, changes); err != nil {
+			return err
+		}
+	}
 	if err := d.cfg.Sink(tx); err != nil {
+		if errors.Is(err, ErrChangedUnderRead) {
+			d.known = false // what was read is not what is there: read it all again
+		}
 		return fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, d.cfg.Name, err)
 	}
 

@@ -24,6 +24,11 @@ import (
 // WAL; the replayed states before those frames are then mixtures that match
 // nothing, and the states from the checkpointed frames on are exact.
 func (d *DB) establish() error {
+	if d.cfg.ReadLock != nil {
+		if err := d.cfg.ReadLock(); err != nil {
+			return fmt.Errorf("%s: %w", d.cfg.Name, err)
+		}
+	}
 	forced := d.needFull // a resync was asked for: no state can match
 	d.known = false
 	d.pageSize, d.commit, d.xor, d.walMode = 0, 0, 0, false

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -36,7 +37,16 @@ type pageRef struct {
 	kind Kind
 	off  int64
 	data []byte
+	// verify: content read back must have checksum sum (Config.Outside).
+	verify bool
+	sum    ltx.Checksum
 }
+
+// ErrChangedUnderRead is returned when a page read back to be staged is not
+// what the capture read (the files are read from outside, and the
+// application checkpointed or restarted its WAL in between): the
+// transaction is not staged, and the next capture reads it again.
+var ErrChangedUnderRead = errors.New("a page changed while the transaction was read")
 
 // PageCount is the number of pages the transaction carries.
 func (tx *Tx) PageCount() int { return len(tx.pages) }
@@ -62,6 +72,8 @@ func (tx *Tx) ForEachPage(fn func(pgno uint32, data []byte) error) error {
 			page = p.data
 		} else if err := readFull(tx.files, p.kind, buf, p.off); err != nil {
 			return fmt.Errorf("read page %d: %w", p.pgno, err)
+		} else if p.verify && pageChecksum(p.pgno, page) != p.sum {
+			return fmt.Errorf("page %d of transaction %d: %w", p.pgno, tx.TXID, ErrChangedUnderRead)
 		}
 		if err := fn(p.pgno, page); err != nil {
 			return err

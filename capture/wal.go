@@ -155,7 +155,7 @@ func (d *DB) walChanges(tx *WALTx) ([]change, error) {
 	changes := make([]change, 0, len(tx.Pages))
 	for pgno, p := range tx.Pages {
 		if pgno <= tx.Commit && pgno != lock {
-			changes = append(changes, change{pgno: pgno, sum: p.sum, ref: pageRef{pgno, WALFile, p.Off, p.Data}})
+			changes = append(changes, change{pgno: pgno, sum: p.sum, ref: pageRef{pgno: pgno, kind: WALFile, off: p.Off, data: p.Data}})
 		}
 	}
 	// Pages the database grew into without a frame read from the database file.
@@ -262,6 +262,44 @@ func (d *DB) barrier() error {
 	return nil
 }
 
+// outsideRestart handles, for a front end that reads the files from
+// outside (Config.Outside), what may have happened to the WAL between two
+// looks: done is true when it captured (or established) everything itself.
+// With the header of the generation the cursor follows, it is false: the
+// caller scans. A WAL gone or emptied after the cursor's generation, or one
+// that appears when the cursor had none, may hide commits already copied
+// into the database file: the state is established from the files (proven
+// by the database's checksum, or shipped whole). A new generation is
+// followed only once FollowRestart proves the old one ended at the cursor.
+// A header that is not valid right now (being written) is looked at again
+// by the next scan.
+func (d *DB) outsideRestart(wf walFile) (done bool, err error) {
+	h, ok := peekWALHeader(wf)
+	switch {
+	case !ok && d.wal.valid && d.files.Size(WALFile) < walHeaderSize:
+		return true, d.locked(d.establish) // deleted or truncated
+	case !ok:
+		return true, nil
+	case !d.wal.valid || h.pageSize != d.wal.hdr.pageSize:
+		return true, d.locked(d.establish)
+	case h.salt1 == d.wal.hdr.salt1 && h.salt2 == d.wal.hdr.salt2:
+		return false, nil
+	}
+	var ended bool
+	err = d.locked(func() error {
+		ended, err = d.wal.FollowRestart(wf, h, func(tx *WALTx) error { return d.commitWAL(tx, false) })
+		if err != nil || ended {
+			return err
+		}
+		return d.establish()
+	})
+	if err != nil || !ended {
+		return true, err
+	}
+	d.lastFrameOff = -1
+	return false, nil
+}
+
 // syncWAL captures what the -wal committed since the last capture.
 func (d *DB) syncWAL() error {
 	if d.journalLive {
@@ -276,6 +314,11 @@ func (d *DB) syncWAL() error {
 		return nil // a rollback-journal database (an empty one may be starting a WAL)
 	}
 	wf := walFile{d.files}
+	if d.cfg.Outside {
+		if done, err := d.outsideRestart(wf); done || err != nil {
+			return err
+		}
+	}
 	d.readWALHeader()
 	if !d.wal.valid {
 		return nil

@@ -19,6 +19,15 @@ type WALCursor struct {
 	hdr   walHeader
 	end   int64     // offset just past the last committed frame
 	cksum [2]uint32 // running checksum at end
+	// brk: where the last scan found the generation's chain of frames
+	// broken (the first frame after end, past any uncommitted ones, that
+	// does not continue it), and what is there: a whole frame (its header
+	// in brkHdr) or the end of the file (brkEOF). Neither when the scan
+	// stopped at its limit or on an error. See FollowRestart.
+	brk      int64
+	brkHdr   [walFrameHeaderSize]byte
+	brkFrame bool
+	brkEOF   bool
 }
 
 // WALReader reads a WAL file.
@@ -95,6 +104,90 @@ type frameInHand struct {
 	page []byte
 }
 
+// FollowRestart is for a reader that sees the WAL only now and then (the
+// watch sidecar, reading from outside between its scans): the WAL's header
+// now starts the generation next, not the cursor's. SQLite restarts a WAL
+// only after a checkpoint copied every frame the old generation committed
+// into the database file; if that generation committed frames after the
+// cursor that no scan read, the new one may have overwritten them, or a
+// truncation cut them.
+//
+// FollowRestart first reads what the old generation committed after the
+// cursor and is still in the file (calling commit for each transaction, as
+// Scan). Then the old generation provably ended there when all of this
+// holds, and the cursor moves to the first frame of next:
+//
+//   - next's salt-1 is the old one plus one: SQLite adds one at each
+//     restart (and draws new salts only for a WAL no connection restarted
+//     yet), so exactly one restart happened and next is the only
+//     generation written since the old one ended;
+//   - the old chain breaks on a whole frame, or exactly at the end of the
+//     file (a frame cut short there may be a truncation's doing);
+//   - next's frames (read after that) all lie before the break: next never
+//     wrote there, nor was writing there while it was read. SQLite writes a
+//     generation's frames in order, each continuing its chain, so the old
+//     generation wrote nothing there either and committed nothing past it;
+//     and after wal_checkpoint(TRUNCATE) empties the file every byte to its
+//     end is next's, so none happened.
+//
+// Otherwise ended is false, and the caller must establish the state from
+// the files. One case passes these tests wrongly: a WAL truncated by
+// journal_size_limit to exactly the end of a frame, at the end of the
+// frames a scan read, with the old generation's later commits beyond it;
+// it needs a limit of 32 + n × (page size + 24) bytes for some n.
+func (c *WALCursor) FollowRestart(r WALReader, next walHeader, commit func(tx *WALTx) error) (ended bool, err error) {
+	if !c.valid || next.pageSize != c.hdr.pageSize || next.salt1 != c.hdr.salt1+1 {
+		return false, nil
+	}
+	if err := c.scan(r, 0, nil, commit); err != nil {
+		return false, err
+	}
+	// The scan, with no limit, ended on a whole frame or at the end of
+	// the file; then exactly there, not inside a frame.
+	fsz, p := c.frameSize(), c.brk
+	if c.brkEOF {
+		var b [1]byte
+		if n, _ := r.ReadAt(b[:], p-1); n != 1 {
+			return false, nil // the file ends before
+		}
+		if n, _ := r.ReadAt(b[:], p); n != 0 {
+			return false, nil // a frame cut short
+		}
+	}
+	if walExtent(r, next, fsz) >= p {
+		return false, nil
+	}
+	*c = WALCursor{valid: true, hdr: next, end: walHeaderSize, cksum: next.cksum}
+	return true, nil
+}
+
+// walExtent returns the offset just past the frames at the start of the
+// file that carry h's salts (written by h's generation, committed or not).
+func walExtent(r WALReader, h walHeader, fsz int64) int64 {
+	ra := &readAhead{r: r, size: max(fsz, scanReadAhead/fsz*fsz)}
+	defer ra.release()
+	off := int64(walHeaderSize)
+	for {
+		b := ra.frame(off, fsz)
+		if b == nil {
+			return off
+		}
+		if f := parseWALFrame(b); f.salt1 != h.salt1 || f.salt2 != h.salt2 {
+			return off
+		}
+		off += fsz
+	}
+}
+
+// peekWALHeader reads and validates the WAL header without moving a cursor.
+func peekWALHeader(r WALReader) (walHeader, bool) {
+	var b [walHeaderSize]byte
+	if n, _ := r.ReadAt(b[:], 0); n < len(b) {
+		return walHeader{}, false
+	}
+	return parseWALHeader(b[:])
+}
+
 // Scan reads the frames after the cursor, up to limit (0: the end of the
 // file), and calls commit for every transaction they complete, in order.
 // The cursor moves past a transaction only when commit returns nil; an error
@@ -128,24 +221,32 @@ func (c *WALCursor) scan(r WALReader, limit int64, tail *frameInHand, commit fun
 	var tx *WALTx
 	var keep arena // the pending transaction's pages
 	defer keep.release()
+	c.brkFrame, c.brkEOF = false, false
+	broken := func(off int64, hdr []byte) error {
+		c.brk, c.brkFrame = off, true
+		copy(c.brkHdr[:], hdr)
+		return nil
+	}
 	for limit == 0 || off < limit {
 		var hdr, page, inHand []byte
 		if tail != nil && off == tail.off {
 			hdr, page, inHand = tail.hdr[:], tail.page, tail.page
 		} else if hdr = ra.frame(off, fsz); hdr == nil {
+			c.brk, c.brkEOF = off, true
 			return nil // not written (yet), or unreadable: the next scan reads it
 		} else {
 			hdr, page = hdr[:walFrameHeaderSize], hdr[walFrameHeaderSize:]
 		}
 		f := parseWALFrame(hdr)
 		if f.salt1 != c.hdr.salt1 || f.salt2 != c.hdr.salt2 || f.pgno == 0 {
-			return nil
+			return broken(off, hdr)
 		}
-		cksum = walChecksum(c.hdr.bigEndian, cksum, hdr[:8])
-		cksum = walChecksum(c.hdr.bigEndian, cksum, page)
-		if cksum != f.cksum {
-			return nil
+		next := walChecksum(c.hdr.bigEndian, cksum, hdr[:8])
+		next = walChecksum(c.hdr.bigEndian, next, page)
+		if next != f.cksum {
+			return broken(off, hdr)
 		}
+		cksum = next
 		if tx == nil {
 			tx = &WALTx{Pages: map[uint32]WALPage{}}
 			keep.reset()

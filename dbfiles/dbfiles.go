@@ -59,6 +59,14 @@ type Registry struct {
 	// barriers (capture.DB.SyncWAL). The mount in passthrough needs no flag:
 	// the kernel writes those -wal files without asking it.
 	DeferWAL bool
+	// Outside: the files are read from outside, between SQLite's writes,
+	// by a front end that sees neither them nor the checkpoints (the watch
+	// sidecar): see capture.Config.Outside.
+	Outside bool
+	// ReadLock, if set, takes a SQLite reader's lock on the named database
+	// before the core reads its database file for a proof or a snapshot
+	// (see capture.Config.ReadLock); the front end releases it.
+	ReadLock func(name string) error
 	// Poll, if positive, is how often a database with open handles has the
 	// transactions committed in its -wal captured (the batch window of
 	// deferred capture); what a poll captured is shipped at once.
@@ -404,16 +412,22 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	if f, ok := d.r.Stager.(FullNeeder); ok {
 		full = f.FullNeeded(d.Name)
 	}
+	var readLock func() error
+	if rl := d.r.ReadLock; rl != nil {
+		readLock = func() error { return rl(d.Name) }
+	}
 	core, err := capture.Open(capture.Config{
-		Name:   d.Name,
-		Files:  d.Files,
-		Sums:   d.sums,
-		Pos:    pos,
-		Now:    d.r.Now,
-		Sink:   d.stage,
-		Shared: shared,
-		Warn:   func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
-		Full:   full,
+		Name:     d.Name,
+		Files:    d.Files,
+		Sums:     d.sums,
+		Pos:      pos,
+		Now:      d.r.Now,
+		Sink:     d.stage,
+		Shared:   shared,
+		Warn:     func(msg string) { d.r.Log.Warn(msg, "db", d.Name) },
+		Full:     full,
+		Outside:  d.r.Outside,
+		ReadLock: readLock,
 	})
 	if errors.Is(err, capture.ErrNotDatabase) {
 		d.notDB = true

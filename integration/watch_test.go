@@ -50,6 +50,7 @@ func (w *watcher) stop() {
 	select {
 	case err := <-w.done:
 		if err != nil {
+			w.cmd = nil // exited: nothing for the cleanup to wait for
 			w.t.Fatalf("walsync watch exited with %v\n%s", err, w.log)
 		}
 	case <-time.After(60 * time.Second):

@@ -21,6 +21,7 @@ package watch
 // locked" if it falls within a read; the application retries it.
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 
@@ -92,4 +93,21 @@ func busy(err error) error {
 		return errBusy
 	}
 	return err
+}
+
+// shmState reads from db's -shm how many frames the WAL holds committed
+// (the wal-index header's mxFrame) and how many of them a checkpoint copied
+// into the database file (nBackfill); ok is false without a -shm. SQLite
+// keeps them in the machine's byte order (little-endian where walsync runs).
+func shmState(db string) (mxFrame, nBackfill uint32, ok bool) {
+	f, err := os.Open(db + "-shm")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	var b [100]byte
+	if n, _ := f.ReadAt(b[:], 0); n < len(b) {
+		return 0, 0, false
+	}
+	return binary.LittleEndian.Uint32(b[16:20]), binary.LittleEndian.Uint32(b[96:100]), true
 }

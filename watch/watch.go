@@ -3,19 +3,21 @@
 // Litestream does), with the mount's capture core, staging and shipper, and
 // writes nothing into the databases: no table, no pragma, no checkpoint.
 //
-// Each database is scanned when its directory reports a write (inotify,
-// through fsnotify) and every Interval as a fallback. A scan of a WAL
-// database holds a SQLite reader's lock on the -shm while it reads (see
-// readlock.go) and captures each transaction committed since the last scan,
-// one TXID each. What a scan cannot follow (the WAL restarted or truncated
+// Each database is scanned when it reports a write (inotify, see notify.go)
+// and every Interval as a fallback. In WAL mode the first write noticed
+// after a scan takes a SQLite reader's lock on the -shm (see readlock.go),
+// held until the scan that reads what was written, so that the WAL cannot
+// restart over frames not read yet; each transaction committed since the
+// last scan is captured, one TXID each. What a scan cannot follow (the WAL restarted or truncated
 // since the last one, the database changed while walsync was stopped) is
 // established again from the files: continuity with the last captured
 // position is proven by the database's checksum, or the whole database
 // ships as the next transaction; never a wrong increment. A database in a
 // rollback-journal mode ships whole whenever its change counter moves.
 //
-// An idle database costs no goroutine and no descriptor: one fsnotify
-// watcher, one watch per directory, a small pool of scan workers.
+// An idle database costs no goroutine and no descriptor: one inotify
+// instance (a watch per directory, a one-shot watch per database), a small
+// pool of scan workers.
 package watch
 
 import (
@@ -30,7 +32,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
 )
@@ -62,7 +63,7 @@ type Sidecar struct {
 	opts Options
 	log  *slog.Logger
 	reg  *dbfiles.Registry
-	fsw  *fsnotify.Watcher
+	ino  *notifier
 	work chan *entry
 	// workMu guards closing work: a delayed queue may come after Run.
 	workMu sync.RWMutex
@@ -83,6 +84,14 @@ type entry struct {
 	queued     atomic.Bool
 	delayed    atomic.Bool  // a queue waits for MinGap
 	lastScan   atomic.Int64 // when the last scan started (UnixNano)
+	walMode    atomic.Bool  // the last scan found it in WAL mode
+
+	scanSalts atomic.Uint64 // the WAL's salts when the last scan read it
+	cycling   atomic.Bool   // the WAL restarted between the last two scans
+
+	holdMu sync.Mutex
+	held   bool  // the WAL's read slot is held (see holdWAL)
+	hold   *lock // nil while held: no -shm, nothing can restart the WAL
 
 	mu      sync.Mutex // one scan at a time
 	seen    bool
@@ -109,14 +118,24 @@ func New(opts Options) (*Sidecar, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	fsw, err := fsnotify.NewWatcher()
+	ino, err := newNotifier()
 	if err != nil {
-		return nil, fmt.Errorf("inotify: %w", err)
+		return nil, err
 	}
 	reg := dbfiles.NewRegistry(opts.Stager, opts.Log, time.Now)
-	reg.DeferWAL = true
-	return &Sidecar{opts: opts, log: opts.Log, reg: reg, fsw: fsw, work: make(chan *entry, 1024),
-		byName: map[string]*entry{}, byPath: map[string]*entry{}, watched: map[string]bool{}}, nil
+	reg.DeferWAL, reg.Outside = true, true
+	s := &Sidecar{opts: opts, log: opts.Log, reg: reg, ino: ino, work: make(chan *entry, 1024),
+		byName: map[string]*entry{}, byPath: map[string]*entry{}, watched: map[string]bool{}}
+	reg.ReadLock = func(name string) error {
+		s.mu.Lock()
+		e := s.byName[name]
+		s.mu.Unlock()
+		if e == nil {
+			return nil
+		}
+		return e.holdWAL() // released when the scan ends
+	}
+	return s, nil
 }
 
 // Add watches the database at path as name on the replica.
@@ -192,7 +211,7 @@ func (s *Sidecar) watchDir(dir string) error {
 	if s.watched[dir] {
 		return nil
 	}
-	if err := s.fsw.Add(dir); err != nil {
+	if err := s.ino.watchDir(dir); err != nil {
 		// Scanned every Interval all the same.
 		s.log.Warn("cannot watch a directory for writes; its databases are looked at every interval", "dir", dir, "err", err)
 		return nil
@@ -251,6 +270,16 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	notices, stop := make(chan notice, 256), make(chan struct{})
+	inoDone := make(chan error, 1)
+	go func() {
+		inoDone <- s.ino.run(func(n notice) {
+			select {
+			case notices <- n:
+			case <-stop:
+			}
+		})
+	}()
 	t := time.NewTicker(s.opts.Interval)
 	defer t.Stop()
 loop:
@@ -258,21 +287,17 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
-		case ev, ok := <-s.fsw.Events:
-			if !ok {
-				break loop
-			}
-			s.event(ev)
-		case err, ok := <-s.fsw.Errors:
-			if !ok {
-				break loop
-			}
-			s.log.Warn("inotify: events may have been missed; the interval scan catches up", "err", err)
+		case n := <-notices:
+			s.notice(n)
+		case err := <-inoDone:
+			s.log.Error("inotify stopped: databases are looked at every interval only", "err", err)
+			inoDone = nil
 		case <-t.C:
 			s.rescan()
 		}
 	}
-	s.fsw.Close()
+	close(stop)
+	s.ino.Close()
 	s.workMu.Lock()
 	s.closed = true
 	close(s.work)
@@ -291,23 +316,33 @@ loop:
 	return nil
 }
 
-// event queues the database a write or a new file belongs to.
-func (s *Sidecar) event(ev fsnotify.Event) {
-	p := ev.Name
-	if db, ok := companionOf(p); ok {
+// notice queues the database a write or a new, deleted or renamed file
+// belongs to. A write to a WAL takes the read slot at once (see hold): from
+// then on the frames stay until the scan, however long the queue waits.
+func (s *Sidecar) notice(n notice) {
+	if n.overflow {
+		s.log.Warn("inotify: events were lost; every database is looked at again")
+		s.rescan()
+		return
+	}
+	p := n.path
+	db, companion := companionOf(p)
+	if companion {
 		p = db
 	}
 	s.mu.Lock()
 	e := s.byPath[p]
 	s.mu.Unlock()
 	if e != nil {
-		if !ev.Has(fsnotify.Chmod) {
-			s.queue(e)
+		if n.modified && companion && e.walMode.Load() && s.walWritten(e) {
+			s.queueNow(e) // a restart: the old generation's frames are read before the new one reaches them
+			return
 		}
+		s.queue(e)
 		return
 	}
-	if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Write) {
-		s.discover(ev.Name)
+	if !n.modified && !companion {
+		s.discover(n.path)
 	}
 }
 
@@ -435,6 +470,13 @@ func (s *Sidecar) scanOnce(e *entry) error {
 		return err
 	}
 	defer dl.release()
+	// The WAL's read slot: taken by a restart noticed since the last scan
+	// (see walWritten), or by the capture core before it reads the
+	// database file (Registry.ReadLock); dropped once the scan is done.
+	// Reading the WAL's frames needs none: a frame overwritten under the
+	// read breaks its checksum chain, and a page read back to be staged is
+	// checked against what was read (capture.ErrChangedUnderRead).
+	defer s.releaseWAL(e)
 	var hdr [100]byte
 	if err := readAt(e.path, hdr[:], 0); err != nil {
 		return err
@@ -446,21 +488,18 @@ func (s *Sidecar) scanOnce(e *entry) error {
 	if e.seen && wal != e.wal {
 		e.d.Reestablish() // the journal mode changed
 	}
+	e.walMode.Store(wal)
 	if wal {
-		wl, err := lockWAL(e.path)
-		if err != nil {
-			return err
-		}
-		defer wl.release()
+		// Armed before the read: a write after it reports itself.
+		_ = s.ino.arm(e.path + "-wal")
 		salts, size, mtime := walHeader(e.path + "-wal")
+		// A restart after this read may not be followed by this scan:
+		// the next one notices it (walWritten) against these salts.
+		e.cycling.Store(e.seen && e.wal && salts != e.salts)
+		e.scanSalts.Store(salts)
 		if e.seen && e.wal && salts == e.salts && size == e.walSize && mtime == e.walTime &&
 			e.readAt.Sub(time.Unix(0, mtime)) > quiet {
 			return nil // nothing written since the last scan
-		}
-		if e.seen && e.wal && (salts != e.salts || size < e.walSize) {
-			// Restarted or truncated since the last scan: the frames
-			// not read then may be gone (into the database file).
-			e.d.Reestablish()
 		}
 		if err := e.d.CaptureNow(); err != nil {
 			return err
@@ -473,6 +512,7 @@ func (s *Sidecar) scanOnce(e *entry) error {
 			e.warned = true
 			s.log.Warn("database in a rollback-journal mode: each change ships the whole database; per-transaction capture needs WAL mode, the mount or the VFS", "db", e.name)
 		}
+		_ = s.ino.arm(e.path) // before the header read: a commit after it reports itself
 		counter := binary.BigEndian.Uint32(hdr[24:28])
 		if e.seen && !e.wal && counter == e.counter {
 			return nil // not changed since the last scan
@@ -487,6 +527,69 @@ func (s *Sidecar) scanOnce(e *entry) error {
 	}
 	e.seen, e.wal = true, wal
 	return nil
+}
+
+// walWritten: a write to a WAL reported by its one-shot watch (armed by
+// each scan). If the WAL restarted since the last scan, its read slot is
+// taken at once and restarted is true: no second restart can happen before
+// the scan (queued at once), which reads what the old generation committed
+// after it from the frames still in the file and proves that generation
+// ended there (capture.WALCursor.FollowRestart); two restarts would leave
+// nothing to prove it. While a restart may come (the WAL restarted between
+// the last two scans, holds SQLite's default auto-checkpoint size, or a
+// checkpoint copied some of it), the watch is armed again a little later,
+// to see it come: one report per rearmDelay, not one per write. Otherwise
+// the next scan arms it: each report costs the application's write a
+// wake-up.
+//
+// The slot is not taken at the first write: held from then until the
+// scan, it would keep a writer that never pauses from ever restarting its
+// WAL, which would grow without bound.
+func (s *Sidecar) walWritten(e *entry) (restarted bool) {
+	rearm := func() { time.AfterFunc(rearmDelay, func() { _ = s.ino.arm(e.path + "-wal") }) }
+	if salts, _, _ := walHeader(e.path + "-wal"); salts != e.scanSalts.Load() {
+		if e.holdWAL() == nil {
+			return true
+		}
+		rearm() // busy: a writer is restarting it right now
+		return false
+	}
+	if mx, backfilled, ok := shmState(e.path); e.cycling.Load() || ok && (mx >= restartNear || backfilled > 0) {
+		rearm()
+	}
+	return false
+}
+
+// rearmDelay: how soon a WAL's watch is armed again while a restart may
+// come; restartNear: SQLite's default wal_autocheckpoint, in frames.
+const (
+	rearmDelay  = time.Millisecond
+	restartNear = 1000
+)
+
+// holdWAL takes the WAL's read slot if it is not held: from then on SQLite
+// cannot restart the WAL over the frames written since the last scan.
+func (e *entry) holdWAL() error {
+	e.holdMu.Lock()
+	defer e.holdMu.Unlock()
+	if e.held {
+		return nil
+	}
+	l, err := lockWAL(e.path)
+	if err != nil {
+		return err
+	}
+	e.hold, e.held = l, true
+	return nil
+}
+
+// releaseWAL drops the read slot once a scan has read the WAL: SQLite may
+// restart it again (see walWritten).
+func (s *Sidecar) releaseWAL(e *entry) {
+	e.holdMu.Lock()
+	defer e.holdMu.Unlock()
+	e.hold.release()
+	e.hold, e.held = nil, false
 }
 
 // quiet: a scan skips a WAL unchanged since the last one only if that one

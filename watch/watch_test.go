@@ -142,6 +142,78 @@ func TestScanFollowsWAL(t *testing.T) {
 	}
 }
 
+// TestScanFollowsUnreadRestart: commits no scan read before SQLite
+// checkpointed and restarted the WAL are still one TXID each: the scan
+// reads them from the old generation's frames still in the file.
+func TestScanFollowsUnreadRestart(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "a.db")
+	app := openApp(t, path)
+	if err := f.sc.Add("a.db", path); err != nil {
+		t.Fatal(err)
+	}
+	f.scan("a.db")
+	_, base := f.restored("a.db")
+	insert(t, app, 3)
+	f.scan("a.db")
+	insert(t, app, 2) // not read before the restart
+	salts, _, _ := walHeader(path + "-wal")
+	if _, err := app.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, app, 1) // restarts the WAL
+	if now, _, _ := walHeader(path + "-wal"); now == salts {
+		t.Fatal("the WAL did not restart: the test proves nothing")
+	}
+	f.scan("a.db")
+	if rows, txid := f.restored("a.db"); rows != 6 || txid != base+6 {
+		t.Fatalf("%d rows at TXID %d, want 6 at %d (one TXID per commit)", rows, txid, base+6)
+	}
+}
+
+// TestRestartNoticedHoldsWAL: a write showing the WAL restarted since the
+// last scan takes the read slot, so no second restart can overwrite the
+// old generation before the scan reads it; the scan releases it.
+func TestRestartNoticedHoldsWAL(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "a.db")
+	app := openApp(t, path)
+	if err := f.sc.Add("a.db", path); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, app, 2)
+	f.scan("a.db")
+	_, base := f.restored("a.db")
+	f.sc.mu.Lock()
+	e := f.sc.byName["a.db"]
+	f.sc.mu.Unlock()
+	restart := func() uint64 {
+		t.Helper()
+		if _, err := app.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+			t.Fatal(err)
+		}
+		insert(t, app, 1)
+		salts, _, _ := walHeader(path + "-wal")
+		return salts
+	}
+	scanned, _, _ := walHeader(path + "-wal")
+	if s1 := restart(); s1 == scanned {
+		t.Fatal("the WAL did not restart: the test proves nothing")
+	} else if !f.sc.walWritten(e) {
+		t.Fatal("a restart since the last scan was not noticed")
+	} else if s2 := restart(); s2 != s1 {
+		t.Fatal("the WAL restarted a second time while the slot was held")
+	}
+	f.scan("a.db")
+	if rows, txid := f.restored("a.db"); rows != 4 || txid != base+2 {
+		t.Fatalf("%d rows at TXID %d, want 4 at %d", rows, txid, base+2)
+	}
+	salts, _, _ := walHeader(path + "-wal")
+	if restart() == salts {
+		t.Fatal("the scan did not release the slot: the WAL cannot restart")
+	}
+}
+
 // TestScanJournalMode: a rollback-journal database ships when its change
 // counter moves, and not otherwise.
 func TestScanJournalMode(t *testing.T) {

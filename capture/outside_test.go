@@ -1,0 +1,288 @@
+package capture_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/walsync/walsync/capture"
+)
+
+// Config.Outside: the front end reads the files now and then (the watch
+// sidecar) and sees neither SQLite's writes nor its checkpoints. Between two
+// looks SQLite may have checkpointed, restarted the WAL, truncated it.
+
+// setupOutside is setupWAL with a DB that reads from outside.
+func setupOutside(t *testing.T) (*harness, *sqliteWAL) {
+	h, s := setupWAL(t, 1024, false, 3)
+	h.deferWAL, h.outside = true, true
+	h.mustOpen(h.db.Pos())
+	return h, s
+}
+
+// rawCheckpoint copies every committed WAL page into the database file as
+// SQLite's checkpoint does, unseen by the DB.
+func rawCheckpoint(h *harness) {
+	h.t.Helper()
+	m := h.mustModel()
+	for pgno, data := range m.walPages {
+		h.files.put(capture.DBFile, int64(pgno-1)*int64(m.ps), data)
+	}
+	if m.walCommit != 0 {
+		h.files.setSize(capture.DBFile, int64(m.walCommit)*int64(m.ps))
+	}
+}
+
+// restart starts a new WAL generation as SQLite does after a checkpoint:
+// salt-1 plus one (or the salts given), a new header, frames from the start.
+// The file keeps its size.
+func (s *sqliteWAL) restart(salts ...uint32) {
+	w := &walWriter{ps: s.w.ps, bigEndian: s.w.bigEndian, salt1: s.w.salt1 + 1, salt2: s.w.salt2*7 + 3}
+	if len(salts) == 2 {
+		w.salt1, w.salt2 = salts[0], salts[1]
+	}
+	s.w, s.next = w, 1
+	s.h.files.put(capture.WALFile, 0, w.header())
+}
+
+func (s *sqliteWAL) commitPage(pgno uint32, seed uint64) {
+	s.rawCommit(3, framePage{pgno, fillPage(1024, pgno, 1000+seed)}) // never a page setupWAL wrote
+}
+
+func (h *harness) sync() []txRecord {
+	h.t.Helper()
+	got := h.ntx(func() { h.must(h.db.SyncWAL()) })
+	h.check("after a look")
+	return got
+}
+
+func wantIncrements(t *testing.T, got []txRecord, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("captured %d transactions, want %d one by one: %+v", len(got), n, got)
+	}
+	for _, tx := range got {
+		if tx.Full {
+			t.Fatalf("transaction %d shipped the database whole; want each commit on its own: %+v", tx.TXID, got)
+		}
+	}
+}
+
+func wantWhole(t *testing.T, got []txRecord) {
+	t.Helper()
+	if len(got) == 0 || !got[len(got)-1].Full {
+		t.Fatalf("captured %+v; want the database whole (continuity cannot be proven)", got)
+	}
+}
+
+// TestOutsideRestartFollowed: a restart after every commit was read, or
+// with commits not read yet still in the file, is followed commit by commit
+// when nothing the old generation committed can be missing.
+func TestOutsideRestartFollowed(t *testing.T) {
+	t.Run("all read, old generation at the end of the file", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		s.commitPage(3, 2)
+		wantIncrements(t, h.sync(), 2)
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(2, 3)
+		wantIncrements(t, h.sync(), 1)
+	})
+	t.Run("commits not read yet, still in the file", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		wantIncrements(t, h.sync(), 1)
+		s.commitPage(3, 2) // frames 2 and 3: not read before the restart
+		s.commitPage(2, 3)
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(3, 4) // frame 1 of the new generation
+		wantIncrements(t, h.sync(), 3)
+	})
+	t.Run("old generation followed by an older one's frames", func(t *testing.T) {
+		h, s := setupOutside(t)
+		for i := range 5 {
+			s.commitPage(2, uint64(10+i))
+		}
+		wantIncrements(t, h.sync(), 5)
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(3, 20)
+		s.commitPage(3, 21)
+		wantIncrements(t, h.sync(), 2)
+		s.commitPage(2, 22) // frame 3, then frame 4 is the first generation's
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(2, 23)
+		wantIncrements(t, h.sync(), 2)
+	})
+}
+
+// TestOutsideRestartNotProven: whatever may hide a commit of the old
+// generation makes the DB establish the state again from the files: the
+// database ships whole when it differs from the last captured position,
+// never a wrong increment; and nothing ships when it is the same.
+func TestOutsideRestartNotProven(t *testing.T) {
+	t.Run("the new generation overwrote a commit not read", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		wantIncrements(t, h.sync(), 1)
+		s.commitPage(3, 2) // frame 2: never read
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(2, 3)
+		s.commitPage(2, 4) // frame 2 again, the new generation's
+		wantWhole(t, h.sync())
+	})
+	t.Run("two restarts", func(t *testing.T) {
+		h, s := setupOutside(t)
+		for i := range 3 {
+			s.commitPage(2, uint64(1+i))
+		}
+		wantIncrements(t, h.sync(), 3)
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(3, 5) // the whole second generation: never read
+		rawCheckpoint(h)
+		s.restart()
+		s.commitPage(2, 6)
+		wantWhole(t, h.sync())
+	})
+	t.Run("new salts drawn at random", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		wantIncrements(t, h.sync(), 1)
+		s.commitPage(3, 2)
+		rawCheckpoint(h)
+		s.restart(0x5eed0001, 0x5eed0002)
+		s.commitPage(2, 3)
+		wantWhole(t, h.sync())
+	})
+	t.Run("truncated and written again", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		s.commitPage(3, 2)
+		wantIncrements(t, h.sync(), 2)
+		s.commitPage(2, 3) // frame 3: never read
+		rawCheckpoint(h)
+		h.files.setSize(capture.WALFile, 0) // wal_checkpoint(TRUNCATE)
+		s.restart()
+		s.commitPage(3, 4)
+		wantWhole(t, h.sync())
+	})
+	t.Run("truncated and regrown to the frames read", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		s.commitPage(3, 2)
+		wantIncrements(t, h.sync(), 2)
+		s.commitPage(2, 3)
+		rawCheckpoint(h)
+		h.files.setSize(capture.WALFile, 0)
+		s.restart()
+		s.commitPage(3, 4)
+		s.commitPage(2, 5) // the file ends where the last look's frames did
+		wantWhole(t, h.sync())
+	})
+	t.Run("frame cut short at the end", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		s.commitPage(3, 2)
+		wantIncrements(t, h.sync(), 2)
+		s.commitPage(3, 3)
+		s.commitPage(2, 4)
+		rawCheckpoint(h)
+		s.restart()
+		h.files.setSize(capture.WALFile, s.w.frameOff(3)+100) // journal_size_limit inside frame 3
+		s.commitPage(3, 5)
+		wantWhole(t, h.sync())
+	})
+	t.Run("nothing missed: proven by the database's checksum", func(t *testing.T) {
+		h, s := setupOutside(t)
+		s.commitPage(2, 1)
+		wantIncrements(t, h.sync(), 1)
+		rawCheckpoint(h)
+		s.restart(0x5eed0001, 0x5eed0002)
+		s.commitPage(3, 2)
+		wantIncrements(t, h.sync(), 1) // established: the file is at the position, the new commit follows
+	})
+}
+
+// TestOutsideWALGone: a WAL deleted (the last connection closed after its
+// checkpoint) or emptied after commits no look read ships the database
+// whole; one whose commits were all read ships nothing. A WAL that appears
+// is proven against the database file before it is followed.
+func TestOutsideWALGone(t *testing.T) {
+	h, s := setupOutside(t)
+	s.commitPage(2, 1)
+	wantIncrements(t, h.sync(), 1)
+	rawCheckpoint(h)
+	h.files.remove(capture.WALFile)
+	wantIncrements(t, h.sync(), 0)
+
+	s.restart()
+	s.commitPage(3, 2)
+	wantIncrements(t, h.sync(), 1) // a new WAL: established, then followed
+	s.commitPage(2, 3)             // never read
+	rawCheckpoint(h)
+	h.files.remove(capture.WALFile)
+	wantWhole(t, h.sync())
+
+	// A new WAL whose first generation no look read before a restart.
+	s.restart()
+	s.commitPage(3, 4)
+	rawCheckpoint(h)
+	s.restart()
+	s.commitPage(2, 5)
+	wantWhole(t, h.sync())
+}
+
+// TestOutsideChangedUnderRead: a page read back to be staged that is not
+// what the capture read (a checkpoint wrote the database file in between)
+// is refused, nothing is staged, and the next look stages the right state.
+func TestOutsideChangedUnderRead(t *testing.T) {
+	h, s := setupOutside(t)
+	s.commitPage(2, 1)
+	wantIncrements(t, h.sync(), 1)
+	s.commitPage(3, 2) // never read: the database ships whole
+	rawCheckpoint(h)
+	h.files.remove(capture.WALFile)
+	page := h.mustModel().page(3)
+	h.beforeSink = func() {
+		h.beforeSink = nil
+		h.files.put(capture.DBFile, 2*1024, fillPage(1024, 3, 99)) // the checkpoint of a later commit
+	}
+	n := len(h.txs)
+	if err := h.db.SyncWAL(); !errors.Is(err, capture.ErrChangedUnderRead) || len(h.txs) != n {
+		t.Fatalf("SyncWAL = %v with %d transactions staged; want ErrChangedUnderRead and none", err, len(h.txs)-n)
+	}
+	h.files.put(capture.DBFile, 2*1024, page)
+	h.clock += time.Minute
+	wantWhole(t, h.sync())
+}
+
+// TestOutsideReadLock: the database file is read for a proof or a
+// snapshot only under Config.ReadLock, and its failure is returned.
+func TestOutsideReadLock(t *testing.T) {
+	h, s := setupOutside(t)
+	s.commitPage(2, 1)
+	locks := h.readLocks
+	wantIncrements(t, h.sync(), 1)
+	if h.readLocks != locks {
+		t.Fatalf("ReadLock called %d times for commits read from the WAL alone", h.readLocks-locks)
+	}
+	s.commitPage(3, 2)
+	rawCheckpoint(h)
+	h.files.remove(capture.WALFile)
+	h.readLockErr = errBoom
+	if err := h.db.SyncWAL(); !errors.Is(err, errBoom) {
+		t.Fatalf("SyncWAL with ReadLock failing = %v, want its error", err)
+	}
+	h.readLockErr = nil
+	h.clock += time.Minute // past the failed barrier's backoff
+	locks = h.readLocks
+	wantWhole(t, h.sync())
+	if h.readLocks == locks {
+		t.Fatal("the database was read whole without ReadLock")
+	}
+}
