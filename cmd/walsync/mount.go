@@ -93,6 +93,7 @@ mount through a socket in DIR/.walsync.`,
 				return fmt.Errorf("%d replicas: at most %d", len(ms.replicas), shipper.MaxReplicas)
 			}
 			setMemoryLimit(cmd, ms.memLimitMB)
+			trimAfterStartup()
 			ms.opts.MaxStaging = ms.maxStagingMB << 20
 			if ms.summaryInterval > 0 {
 				ms.opts.SummaryInterval = ms.summaryInterval

@@ -59,6 +59,7 @@ database file, or the whole database ships as the next transaction.`,
 				return errors.New("--replica (or -b) is missing: where the databases are backed up, e.g. s3://bucket/prefix")
 			}
 			setMemoryLimit(cmd, ms.memLimitMB)
+			trimAfterStartup()
 			ms.opts.MaxStaging = ms.maxStagingMB << 20
 			ms.opts.SummaryInterval = ms.summaryInterval
 			explicit, err := watch.Names(args, names)
