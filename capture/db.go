@@ -116,7 +116,11 @@ type Config struct {
 	// Outside: the front end reads the files from outside, now and then
 	// (the watch sidecar), instead of seeing SQLite's writes or being asked
 	// before a checkpoint: the WAL may have been restarted, truncated or
-	// deleted since the last look. See outsideRestart.
+	// deleted since the last look. See outsideRestart. One change leaves
+	// the core nothing to see: a WAL created, written, checkpointed and
+	// deleted between two looks that found none. The front end, which can
+	// tell the database file changed, then opens a new DB at the last
+	// position (its establish proves or ships the state).
 	Outside bool
 	// ReadLock, if set, is called before the core reads the database file
 	// to prove continuity or to ship the database whole, when a checkpoint

@@ -1,6 +1,7 @@
 package capture_test
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
@@ -285,4 +286,147 @@ func TestOutsideReadLock(t *testing.T) {
 	if h.readLocks == locks {
 		t.Fatal("the database was read whole without ReadLock")
 	}
+}
+
+// FuzzOutside drives a DB that reads from outside (Config.Outside) through
+// what SQLite does between two of its looks, decoded from the fuzz input:
+// commits, transactions abandoned after some frames, checkpoints (partial
+// or whole), WAL restarts (salt-1 plus one, or new salts), wal_checkpoint
+// (TRUNCATE), journal_size_limit cutting the file after a restart, the last
+// connection closing (WAL deleted); and a look (SyncWAL) now and then.
+// After every look the replica must be the database SQLite would see
+// (the reference model): a restart is followed, or the state established
+// from the files, never a wrong increment.
+func FuzzOutside(f *testing.F) {
+	for i := range 12 {
+		f.Add(randomInput(uint64(7000+i), 0, 300))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) { runOutside(t, in) })
+}
+
+// TestOutsideRandomSequences runs FuzzOutside's driver over pseudo-random
+// inputs in a plain go test.
+func TestOutsideRandomSequences(t *testing.T) {
+	n := 150
+	if testing.Short() {
+		n = 40
+	}
+	for i := range n {
+		in := randomInput(uint64(9000+i), 0, 200+(i%4)*100)
+		t.Run("", func(t *testing.T) { runOutside(t, in) })
+	}
+}
+
+func runOutside(t *testing.T, in []byte) {
+	const ps, pages = 1024, 6
+	r := &fuzzReader{b: in}
+	files := &memFiles{}
+	files.put(capture.DBFile, 0, newDB(ps, true, pages, 1))
+	h := newHarness(t, files)
+	h.deferWAL, h.outside = true, true
+	h.mustOpen(capture.Pos{})
+	s := &sqliteWAL{h: h, w: &walWriter{ps: ps, salt1: 0x10000000 + uint32(r.byte()), salt2: 0x2222abcd}}
+	var ops []string
+	h.context = func() string { return "ops " + joinOps(ops) }
+	seed := uint64(1000)
+	// begin positions the next frames after the last commit, as SQLite
+	// does (frames of an abandoned transaction are written over).
+	begin := func() {
+		m := h.mustModel()
+		if !m.walValid {
+			s.w.cksum = [2]uint32{}
+			files.put(capture.WALFile, 0, s.w.header())
+			m = h.mustModel()
+		}
+		s.next = int((m.walEnd-walHdrSize)/s.w.fsz()) + 1
+		s.w.cksum = m.walCksum
+	}
+	// look is the sidecar's scan: with no WAL to read, a database file
+	// changed since the last look (its WAL came and went in between) is
+	// established again, as the front end does (see Config.Outside).
+	lastDB := files.get(capture.DBFile)
+	look := func(what string) {
+		ops = append(ops, what)
+		if db := files.get(capture.DBFile); !h.mustModel().walValid && !bytes.Equal(db, lastDB) {
+			ops = append(ops, "db-changed")
+			h.mustOpen(h.db.Pos())
+		}
+		h.must(h.db.SyncWAL())
+		h.check(what)
+		lastDB = files.get(capture.DBFile)
+	}
+	fullyCheckpointed := false
+	for step := 0; r.more() && step < 60; step++ {
+		switch op := r.n(12); {
+		case op <= 3:
+			ops = append(ops, "commit")
+			begin()
+			var fp []framePage
+			for range 1 + r.n(3) {
+				seed++
+				pgno := uint32(2 + r.n(pages-1))
+				fp = append(fp, framePage{pgno, fillPage(ps, pgno, seed)})
+			}
+			s.rawCommit(pages, fp...)
+			fullyCheckpointed = false
+		case op == 4:
+			ops = append(ops, "abandon")
+			begin()
+			seed++
+			s.rawCommit(0, framePage{uint32(2 + r.n(pages-1)), fillPage(ps, 2, seed)})
+		case op == 5:
+			ops = append(ops, "checkpoint")
+			if r.n(2) == 0 {
+				rawCheckpoint(h)
+				fullyCheckpointed = true
+			} else if m := h.mustModel(); len(m.walPages) > 0 {
+				for pgno, data := range m.walPages { // some of them: a checkpoint interrupted
+					files.put(capture.DBFile, int64(pgno-1)*ps, data)
+					break
+				}
+			}
+		case op == 6 || op == 7:
+			if !fullyCheckpointed {
+				continue // SQLite restarts a WAL only once a checkpoint copied all of it
+			}
+			ops = append(ops, "restart")
+			w := &walWriter{ps: ps, salt1: s.w.salt1 + 1, salt2: s.w.salt2*7 + uint32(r.byte())}
+			if r.n(8) == 0 {
+				ops[len(ops)-1] = "restart-new-salts"
+				w.salt1 = uint32(r.byte())<<24 | uint32(r.byte())
+			}
+			s.w, s.next = w, 1
+			files.put(capture.WALFile, 0, w.header())
+			fullyCheckpointed = false
+			if r.n(4) == 0 {
+				// journal_size_limit, at the first commit of the new
+				// generation: the file cut inside a frame (a cut at the end
+				// of a frame is the one case the proof cannot tell; see
+				// FollowRestart).
+				begin()
+				seed++
+				s.rawCommit(pages, framePage{2, fillPage(ps, 2, seed)})
+				ops = append(ops, "limit")
+				cut := s.w.frameOff(s.next) + int64(1+r.n(int(s.w.fsz())-1)) + int64(r.n(3))*s.w.fsz()
+				if files.Size(capture.WALFile) > cut {
+					files.setSize(capture.WALFile, cut)
+				}
+			}
+		case op == 8:
+			ops = append(ops, "truncate")
+			rawCheckpoint(h)
+			files.setSize(capture.WALFile, 0)
+			s.w = &walWriter{ps: ps, salt1: s.w.salt1 + 1, salt2: s.w.salt2*5 + 1}
+			fullyCheckpointed = false
+		case op == 9:
+			ops = append(ops, "close")
+			rawCheckpoint(h)
+			files.remove(capture.WALFile)
+			s.w = &walWriter{ps: ps, salt1: uint32(r.byte()) << 16, salt2: s.w.salt2*3 + 1}
+			fullyCheckpointed = false
+		default:
+			look("look")
+		}
+	}
+	look("last look")
 }

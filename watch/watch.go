@@ -34,6 +34,7 @@ import (
 
 	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
+	"golang.org/x/sys/unix"
 )
 
 // Options configures a Sidecar.
@@ -101,6 +102,7 @@ type entry struct {
 	walTime int64     // its modification time (ns): frames can be rewritten in place
 	readAt  time.Time // when the scan that saw walTime read
 	counter uint32    // file change counter (rollback-journal modes)
+	dbStat  fileStat  // the database file after the last scan (WAL mode)
 	warned  bool
 }
 
@@ -497,16 +499,22 @@ func (s *Sidecar) scanOnce(e *entry) error {
 		// the next one notices it (walWritten) against these salts.
 		e.cycling.Store(e.seen && e.wal && salts != e.salts)
 		e.scanSalts.Store(salts)
-		if e.seen && e.wal && salts == e.salts && size == e.walSize && mtime == e.walTime &&
+		db := statFile(e.path)
+		if e.seen && e.wal && salts == 0 && (db != e.dbStat || e.readAt.Sub(time.Unix(0, db.mtime)) <= quiet) {
+			// No WAL now, and the database file changed since the last
+			// scan: a WAL created, written, checkpointed and deleted (or
+			// emptied) in between leaves no other trace.
+			e.d.Reestablish()
+		} else if e.seen && e.wal && salts == e.salts && size == e.walSize && mtime == e.walTime &&
 			e.readAt.Sub(time.Unix(0, mtime)) > quiet {
 			return nil // nothing written since the last scan
 		}
 		if err := e.d.CaptureNow(); err != nil {
 			return err
 		}
-		// No restart while the lock is held: what was read stays.
 		e.readAt = time.Now()
 		e.salts, e.walSize, e.walTime = walHeader(e.path + "-wal")
+		e.dbStat = statFile(e.path)
 	} else {
 		if !e.warned {
 			e.warned = true
@@ -614,6 +622,21 @@ func walHeader(p string) (salts uint64, size, mtime int64) {
 		salts = binary.BigEndian.Uint64(b[16:24])
 	}
 	return salts, fi.Size(), fi.ModTime().UnixNano()
+}
+
+// fileStat tells whether a file changed: its inode, size and
+// modification time.
+type fileStat struct {
+	ino         uint64
+	size, mtime int64
+}
+
+func statFile(p string) fileStat {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return fileStat{}
+	}
+	return fileStat{ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
 }
 
 func readAt(p string, b []byte, off int64) error {

@@ -214,6 +214,32 @@ func TestRestartNoticedHoldsWAL(t *testing.T) {
 	}
 }
 
+// TestScanWALCameAndWent: a WAL created, written and deleted between two
+// scans (an application that opens, commits and closes) leaves only the
+// database file changed: the scan ships it.
+func TestScanWALCameAndWent(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "a.db")
+	app := openApp(t, path)
+	insert(t, app, 2)
+	app.Close() // the last connection: the WAL is checkpointed and deleted
+	if err := f.sc.Add("a.db", path); err != nil {
+		t.Fatal(err)
+	}
+	f.scan("a.db")
+	f.scan("a.db")
+	app = openApp(t, path)
+	insert(t, app, 3)
+	app.Close()
+	if _, err := os.Stat(path + "-wal"); !os.IsNotExist(err) {
+		t.Fatalf("the WAL is still there (%v): the test proves nothing", err)
+	}
+	f.scan("a.db")
+	if rows, _ := f.restored("a.db"); rows != 5 {
+		t.Fatalf("%d rows on the replica, want 5", rows)
+	}
+}
+
 // TestScanJournalMode: a rollback-journal database ships when its change
 // counter moves, and not otherwise.
 func TestScanJournalMode(t *testing.T) {
