@@ -57,6 +57,10 @@ type Options struct {
 	// application did not ask for.
 	CheckpointSize int64
 	Checkpoint     func(path string) error
+	// MaxHeldWAL: a WAL file larger than this is not held at a restart
+	// (see walWritten), so that a writer that outruns the capture cannot
+	// grow it without bound; default 64 MiB.
+	MaxHeldWAL int64
 }
 
 // Sidecar watches databases.
@@ -113,6 +117,9 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
+	}
+	if opts.MaxHeldWAL <= 0 {
+		opts.MaxHeldWAL = 64 << 20
 	}
 	if opts.MinGap <= 0 {
 		opts.MinGap = 25 * time.Millisecond
@@ -552,10 +559,17 @@ func (s *Sidecar) scanOnce(e *entry) error {
 //
 // The slot is not taken at the first write: held from then until the
 // scan, it would keep a writer that never pauses from ever restarting its
-// WAL, which would grow without bound.
+// WAL, which would grow without bound. Nor once the WAL file is larger than
+// MaxHeldWAL: a writer committing faster than walsync captures makes each
+// hold last a long scan, and its generations grow with them (to 1 GB in
+// 5 s, measured, flat out); past that size its restarts go on unheld, and
+// what the next scan cannot prove ships as a snapshot.
 func (s *Sidecar) walWritten(e *entry) (restarted bool) {
 	rearm := func() { time.AfterFunc(rearmDelay, func() { _ = s.ino.arm(e.path + "-wal") }) }
-	if salts, _, _ := walHeader(e.path + "-wal"); salts != e.scanSalts.Load() {
+	if salts, size, _ := walHeader(e.path + "-wal"); salts != e.scanSalts.Load() {
+		if size > s.opts.MaxHeldWAL {
+			return false // not held: the next scan proves what it can, or ships the database
+		}
 		if e.holdWAL() == nil {
 			return true
 		}

@@ -240,6 +240,30 @@ func TestScanWALCameAndWent(t *testing.T) {
 	}
 }
 
+// TestRestartNotHeldPastMaxHeldWAL: a WAL larger than MaxHeldWAL is not
+// held at a restart (its writer may restart it again).
+func TestRestartNotHeldPastMaxHeldWAL(t *testing.T) {
+	f := newFixture(t)
+	f.sc.opts.MaxHeldWAL = 1
+	path := filepath.Join(t.TempDir(), "a.db")
+	app := openApp(t, path)
+	if err := f.sc.Add("a.db", path); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, app, 2)
+	f.scan("a.db")
+	f.sc.mu.Lock()
+	e := f.sc.byName["a.db"]
+	f.sc.mu.Unlock()
+	if _, err := app.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, app, 1) // restarts the WAL
+	if f.sc.walWritten(e) || e.held {
+		t.Fatal("a restart of a WAL past MaxHeldWAL was held")
+	}
+}
+
 // TestScanJournalMode: a rollback-journal database ships when its change
 // counter moves, and not otherwise.
 func TestScanJournalMode(t *testing.T) {
