@@ -4,16 +4,17 @@
 // writes nothing into the databases: no table, no pragma, no checkpoint.
 //
 // Each database is scanned when it reports a write (inotify, see notify.go)
-// and every Interval as a fallback. In WAL mode the first write noticed
-// after a scan takes a SQLite reader's lock on the -shm (see readlock.go),
-// held until the scan that reads what was written, so that the WAL cannot
-// restart over frames not read yet; each transaction committed since the
-// last scan is captured, one TXID each. What a scan cannot follow (the WAL restarted or truncated
-// since the last one, the database changed while walsync was stopped) is
-// established again from the files: continuity with the last captured
-// position is proven by the database's checksum, or the whole database
-// ships as the next transaction; never a wrong increment. A database in a
-// rollback-journal mode ships whole whenever its change counter moves.
+// and every Interval as a fallback; each transaction committed since the
+// last scan is captured, one TXID each (scan.go). A WAL restarted between
+// two scans is followed commit by commit when the old generation's frames
+// still in the file prove nothing is missing; a SQLite reader's lock on the
+// -shm keeps a second restart away until the scan (hold.go). What a scan
+// cannot follow (the WAL restarted twice, truncated, deleted, the database
+// changed while walsync was stopped) is established again from the files:
+// continuity with the last captured position is proven by the database's
+// checksum, or the whole database ships as the next transaction; never a
+// wrong increment. A database in a rollback-journal mode ships whole
+// whenever its change counter moves.
 //
 // An idle database costs no goroutine and no descriptor: one inotify
 // instance (a watch per directory, a one-shot watch per database), a small
@@ -22,7 +23,6 @@ package watch
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,9 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/walsync/walsync/capture"
 	"github.com/walsync/walsync/dbfiles"
-	"golang.org/x/sys/unix"
 )
 
 // Options configures a Sidecar.
@@ -326,8 +324,8 @@ loop:
 }
 
 // notice queues the database a write or a new, deleted or renamed file
-// belongs to. A write to a WAL takes the read slot at once (see hold): from
-// then on the frames stay until the scan, however long the queue waits.
+// belongs to; a write to a WAL that restarted since the last scan queues
+// its scan at once (see walWritten).
 func (s *Sidecar) notice(n notice) {
 	if n.overflow {
 		s.log.Warn("inotify: events were lost; every database is looked at again")
@@ -437,231 +435,4 @@ func (s *Sidecar) rescan() {
 		}
 		s.mu.Unlock()
 	}
-}
-
-// scan captures what a database committed since its last scan.
-func (s *Sidecar) scan(e *entry) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for attempt := 0; ; attempt++ {
-		err := s.scanOnce(e)
-		if errors.Is(err, errBusy) && attempt < 50 {
-			time.Sleep(10 * time.Millisecond) // a writer is committing or restarting the WAL
-			continue
-		}
-		if errors.Is(err, os.ErrNotExist) && e.fromDir {
-			s.forget(e)
-			return
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.log.Error("cannot capture the database; tried again at the next write or interval", "db", e.name, "path", e.path, "err", err)
-		}
-		if err == nil && e.wal && s.opts.CheckpointSize > 0 && e.walSize > s.opts.CheckpointSize && s.opts.Checkpoint != nil {
-			// Every commit read: the frames the checkpoint copies are
-			// captured (what commits meanwhile, the next scan proves or
-			// ships whole).
-			if err := s.opts.Checkpoint(e.path); err != nil {
-				s.log.Warn("checkpoint failed", "db", e.name, "err", err)
-			} else {
-				s.log.Debug("checkpointed", "db", e.name, "wal_bytes", e.walSize)
-			}
-		}
-		return
-	}
-}
-
-func (s *Sidecar) scanOnce(e *entry) error {
-	// A reader's SHARED lock on the database first: while it is held the
-	// journal mode cannot change and no rollback-journal commit (nor a
-	// VACUUM in such a mode) rewrites the file under the read.
-	dl, err := lockDB(e.path)
-	if err != nil {
-		return err
-	}
-	defer dl.release()
-	// The WAL's read slot: taken by a restart noticed since the last scan
-	// (see walWritten), or by the capture core before it reads the
-	// database file (Registry.ReadLock); dropped once the scan is done.
-	// Reading the WAL's frames needs none: a frame overwritten under the
-	// read breaks its checksum chain, and a page read back to be staged is
-	// checked against what was read (capture.ErrChangedUnderRead).
-	defer s.releaseWAL(e)
-	var hdr [100]byte
-	if err := readAt(e.path, hdr[:], 0); err != nil {
-		return err
-	}
-	if !capture.IsDatabaseHeader(hdr[:]) {
-		return nil // not (yet) a database
-	}
-	wal := hdr[18] == 2 && hdr[19] == 2
-	if e.seen && wal != e.wal {
-		e.d.Reestablish() // the journal mode changed
-	}
-	e.walMode.Store(wal)
-	if wal {
-		// Armed before the read: a write after it reports itself.
-		_ = s.ino.arm(e.path + "-wal")
-		salts, size, mtime := walHeader(e.path + "-wal")
-		// A restart after this read may not be followed by this scan:
-		// the next one notices it (walWritten) against these salts.
-		e.cycling.Store(e.seen && e.wal && salts != e.salts)
-		e.scanSalts.Store(salts)
-		db := statFile(e.path)
-		if e.seen && e.wal && salts == 0 && (db != e.dbStat || e.readAt.Sub(time.Unix(0, db.mtime)) <= quiet) {
-			// No WAL now, and the database file changed since the last
-			// scan: a WAL created, written, checkpointed and deleted (or
-			// emptied) in between leaves no other trace.
-			e.d.Reestablish()
-		} else if e.seen && e.wal && salts == e.salts && size == e.walSize && mtime == e.walTime &&
-			e.readAt.Sub(time.Unix(0, mtime)) > quiet {
-			return nil // nothing written since the last scan
-		}
-		if err := e.d.CaptureNow(); err != nil {
-			return err
-		}
-		e.readAt = time.Now()
-		e.salts, e.walSize, e.walTime = walHeader(e.path + "-wal")
-		e.dbStat = statFile(e.path)
-	} else {
-		if !e.warned {
-			e.warned = true
-			s.log.Warn("database in a rollback-journal mode: each change ships the whole database; per-transaction capture needs WAL mode, the mount or the VFS", "db", e.name)
-		}
-		_ = s.ino.arm(e.path) // before the header read: a commit after it reports itself
-		counter := binary.BigEndian.Uint32(hdr[24:28])
-		if e.seen && !e.wal && counter == e.counter {
-			return nil // not changed since the last scan
-		}
-		if e.seen && counter != e.counter {
-			e.d.Reestablish()
-		}
-		if err := e.d.CaptureNow(); err != nil {
-			return err
-		}
-		e.counter = counter
-	}
-	e.seen, e.wal = true, wal
-	return nil
-}
-
-// walWritten: a write to a WAL reported by its one-shot watch (armed by
-// each scan). If the WAL restarted since the last scan, its read slot is
-// taken at once and restarted is true: no second restart can happen before
-// the scan (queued at once), which reads what the old generation committed
-// after it from the frames still in the file and proves that generation
-// ended there (capture.WALCursor.FollowRestart); two restarts would leave
-// nothing to prove it. While a restart may come (the WAL restarted between
-// the last two scans, holds SQLite's default auto-checkpoint size, or a
-// checkpoint copied some of it), the watch is armed again a little later,
-// to see it come: one report per rearmDelay, not one per write. Otherwise
-// the next scan arms it: each report costs the application's write a
-// wake-up.
-//
-// The slot is not taken at the first write: held from then until the
-// scan, it would keep a writer that never pauses from ever restarting its
-// WAL, which would grow without bound. Nor once the WAL file is larger than
-// MaxHeldWAL: a writer committing faster than walsync captures makes each
-// hold last a long scan, and its generations grow with them (to 1 GB in
-// 5 s, measured, flat out); past that size its restarts go on unheld, and
-// what the next scan cannot prove ships as a snapshot.
-func (s *Sidecar) walWritten(e *entry) (restarted bool) {
-	rearm := func() { time.AfterFunc(rearmDelay, func() { _ = s.ino.arm(e.path + "-wal") }) }
-	if salts, size, _ := walHeader(e.path + "-wal"); salts != e.scanSalts.Load() {
-		if size > s.opts.MaxHeldWAL {
-			return false // not held: the next scan proves what it can, or ships the database
-		}
-		if e.holdWAL() == nil {
-			return true
-		}
-		rearm() // busy: a writer is restarting it right now
-		return false
-	}
-	if mx, backfilled, ok := shmState(e.path); e.cycling.Load() || ok && (mx >= restartNear || backfilled > 0) {
-		rearm()
-	}
-	return false
-}
-
-// rearmDelay: how soon a WAL's watch is armed again while a restart may
-// come; restartNear: SQLite's default wal_autocheckpoint, in frames.
-const (
-	rearmDelay  = time.Millisecond
-	restartNear = 1000
-)
-
-// holdWAL takes the WAL's read slot if it is not held: from then on SQLite
-// cannot restart the WAL over the frames written since the last scan.
-func (e *entry) holdWAL() error {
-	e.holdMu.Lock()
-	defer e.holdMu.Unlock()
-	if e.held {
-		return nil
-	}
-	l, err := lockWAL(e.path)
-	if err != nil {
-		return err
-	}
-	e.hold, e.held = l, true
-	return nil
-}
-
-// releaseWAL drops the read slot once a scan has read the WAL: SQLite may
-// restart it again (see walWritten).
-func (s *Sidecar) releaseWAL(e *entry) {
-	e.holdMu.Lock()
-	defer e.holdMu.Unlock()
-	e.hold.release()
-	e.hold, e.held = nil, false
-}
-
-// quiet: a scan skips a WAL unchanged since the last one only if that one
-// read it this long after its last write, whatever the filesystem's
-// timestamp granularity.
-const quiet = 2 * time.Second
-
-// walHeader returns the salts, the size and the modification time of a
-// WAL file (zero: none).
-func walHeader(p string) (salts uint64, size, mtime int64) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, 0, 0
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, 0, 0
-	}
-	var b [32]byte
-	if n, _ := f.ReadAt(b[:], 0); n == len(b) {
-		salts = binary.BigEndian.Uint64(b[16:24])
-	}
-	return salts, fi.Size(), fi.ModTime().UnixNano()
-}
-
-// fileStat tells whether a file changed: its inode, size and
-// modification time.
-type fileStat struct {
-	ino         uint64
-	size, mtime int64
-}
-
-func statFile(p string) fileStat {
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		return fileStat{}
-	}
-	return fileStat{ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
-}
-
-func readAt(p string, b []byte, off int64) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	n, err := f.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	return err
 }
