@@ -34,11 +34,17 @@ type memFiles struct {
 	mu     sync.Mutex
 	data   [3][]byte
 	exists [3]bool
+	// beforeRead, when set, runs before each read, outside the lock: a
+	// test makes SQLite act between two reads of a look from outside.
+	beforeRead func(k capture.Kind, off int64)
 }
 
 var _ capture.Files = (*memFiles)(nil)
 
 func (f *memFiles) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
+	if hook := f.beforeRead; hook != nil {
+		hook(k, off)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.exists[k] {

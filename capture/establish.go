@@ -29,6 +29,14 @@ func (d *DB) establish() error {
 			return fmt.Errorf("%s: %w", d.cfg.Name, err)
 		}
 	}
+	return d.establishAttempt(0)
+}
+
+// errMovedUnderRead: the second replay of establish did not reach the
+// captured position where the first did (see establishAttempt).
+var errMovedUnderRead = errors.New("the database file changed between two reads")
+
+func (d *DB) establishAttempt(attempt int) error {
 	forced := d.needFull // a resync was asked for: no state can match
 	d.known = false
 	d.pageSize, d.commit, d.xor, d.walMode = 0, 0, 0, false
@@ -74,9 +82,30 @@ func (d *DB) establish() error {
 	matched := !forced && d.atPos()
 	if !matched && last >= 0 {
 		// Commits after the last match were not captured: replay again up
-		// to it, then capture each of them.
+		// to it, then capture each of them. The database file is read
+		// again: a checkpoint may have copied more frames into it since
+		// (read from outside, the read slot held lets a checkpoint go on
+		// up to its frame), and a state before those frames is a mixture:
+		// increments over it would be wrong. Captured only from a state
+		// that is still the position.
 		matched = true
-		err := d.replay(file, func(tx *WALTx) (bool, error) { return d.wal.end >= last, nil })
+		started := false
+		err := d.replay(file, func(tx *WALTx) (bool, error) {
+			if d.wal.end < last {
+				return false, nil
+			}
+			if !started && !d.atPos() {
+				return false, errMovedUnderRead
+			}
+			started = true
+			return true, nil
+		})
+		if errors.Is(err, errMovedUnderRead) {
+			if attempt >= 2 {
+				d.needFull = true // checkpointed as fast as it is read: ship the state whole
+			}
+			return d.establishAttempt(attempt + 1)
+		}
 		var ue *uncapturedError
 		if errors.As(err, &ue) {
 			// Staging refuses them now (full, failing): the database opens

@@ -3,9 +3,11 @@ package capture_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/capture"
 )
 
@@ -118,6 +120,86 @@ func TestOutsideRestartFollowed(t *testing.T) {
 		s.commitPage(2, 23)
 		wantIncrements(t, h.sync(), 2)
 	})
+}
+
+// TestOutsideRestartWhileLooking: SQLite checkpoints and restarts the WAL
+// in the middle of a look, before any one of its reads: the look never
+// adopts the new generation without FollowRestart's proof (commits of the
+// old one not read yet would be lost under the increments that follow).
+// Every transaction shipped is a state SQLite committed, and the next look
+// reaches the database.
+func TestOutsideRestartWhileLooking(t *testing.T) {
+	last := 0 // the last read of a look: the next run's restart comes too late
+	for at := 1; last == 0; at++ {
+		t.Run(fmt.Sprintf("before read %d", at), func(t *testing.T) {
+			h, s := setupOutside(t)
+			committed := map[ltx.Checksum]bool{}
+			commit := func(pgno uint32, seed uint64) {
+				s.commitPage(pgno, seed)
+				committed[h.mustModel().checksum()] = true
+			}
+			commit(2, 1)
+			commit(3, 2)
+			wantIncrements(t, h.sync(), 2)
+			commit(2, 3) // not read before the restart
+			commit(3, 4)
+			reads, fired := 0, false
+			h.files.beforeRead = func(k capture.Kind, off int64) {
+				if reads++; reads < at {
+					return
+				}
+				h.files.beforeRead, fired = nil, true
+				rawCheckpoint(h)
+				s.restart()
+				commit(2, 5) // over the old generation's first frame
+			}
+			got := h.ntx(func() { h.must(h.db.SyncWAL()) })
+			if !fired {
+				last = at - 1
+				return
+			}
+			got = append(got, h.sync()...)
+			for _, tx := range got {
+				if !committed[tx.PostChecksum] {
+					t.Fatalf("transaction %d (%+v) is not a state SQLite committed", tx.TXID, tx)
+				}
+			}
+		})
+	}
+	if last < 3 { // the header, the last frame read, the frames after it
+		t.Fatalf("a look made %d reads: the test did not restart the WAL between them", last)
+	}
+}
+
+// TestOutsideCheckpointBetweenPasses: establishing the state replays the
+// database file and the WAL twice (first to find the captured position,
+// then to capture what follows it). A checkpoint may copy frames into the
+// database file between the two passes, as the read slot walsync holds lets
+// it: the second pass must not capture increments over that mixture (a
+// page the checkpoint copied would look unchanged and never ship).
+func TestOutsideCheckpointBetweenPasses(t *testing.T) {
+	h, s := setupOutside(t)
+	s.commitPage(2, 1)
+	wantIncrements(t, h.sync(), 1)
+	rawCheckpoint(h)
+	s.restart(0x5eed0001, 0x5eed0002) // new salts: not provable, established
+	s.commitPage(2, 2)
+	s.commitPage(3, 3)
+	ps := int64(h.mustModel().ps)
+	reads := 0
+	h.files.beforeRead = func(k capture.Kind, off int64) {
+		if k != capture.DBFile || off != ps {
+			return
+		}
+		if reads++; reads == 2 { // page 2, read again by the second pass
+			h.files.beforeRead = nil
+			rawCheckpoint(h) // copies page 2 of the new generation
+		}
+	}
+	h.sync()
+	if reads < 2 {
+		t.Fatalf("page 2 of the database file was read %d times: the test did not run a checkpoint between two passes", reads)
+	}
 }
 
 // TestOutsideRestartNotProven: whatever may hide a commit of the old

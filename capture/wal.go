@@ -315,9 +315,7 @@ func (d *DB) syncWAL() error {
 	}
 	wf := walFile{d.files}
 	if d.cfg.Outside {
-		if done, err := d.outsideRestart(wf); done || err != nil {
-			return err
-		}
+		return d.syncOutside(wf)
 	}
 	d.readWALHeader()
 	if !d.wal.valid {
@@ -329,21 +327,53 @@ func (d *DB) syncWAL() error {
 		d.readWALHeader()
 	}
 	if d.wal.valid && !d.wal.Intact(wf) {
-		// Frames captured as a transaction were overwritten in the same
-		// generation: SQLite did not count that commit (it failed after
-		// its frames were written). Start again from the files.
-		if d.cfg.Warn != nil {
-			d.cfg.Warn(fmt.Sprintf("database %s: WAL frames captured as transaction %d were overwritten "+
-				"(SQLite reported that commit as failed): shipping the database whole", d.cfg.Name, d.pos.TXID))
-		}
-		d.needFull = true
-		return d.locked(d.establish)
+		return d.overwritten()
 	}
+	return d.scanNew()
+}
+
+// syncOutside is syncWAL for a front end that reads from outside: SQLite
+// may checkpoint and restart the WAL at any moment of a look, between any
+// two of its reads, and the cursor leaves its generation only through
+// outsideRestart (FollowRestart's proof). Adopting a new header as it is
+// found would skip the old generation's commits not read yet, and ship
+// the new one's as increments over a state that lacks them.
+func (d *DB) syncOutside(wf walFile) error {
+	for range 3 {
+		if done, err := d.outsideRestart(wf); done || err != nil {
+			return err
+		}
+		if d.wal.Intact(wf) {
+			return d.scanNew()
+		}
+		if h, ok := peekWALHeader(wf); !ok || h.salt1 != d.wal.hdr.salt1 || h.salt2 != d.wal.hdr.salt2 {
+			continue // restarted since outsideRestart looked: follow it
+		}
+		return d.overwritten()
+	}
+	return nil // restarting as fast as it is looked at: the next look follows
+}
+
+// overwritten: frames captured as a transaction were overwritten in the
+// same generation: SQLite did not count that commit (it failed after its
+// frames were written). Start again from the files.
+func (d *DB) overwritten() error {
+	if d.cfg.Warn != nil {
+		d.cfg.Warn(fmt.Sprintf("database %s: WAL frames captured as transaction %d were overwritten "+
+			"(SQLite reported that commit as failed): shipping the database whole", d.cfg.Name, d.pos.TXID))
+	}
+	d.needFull = true
+	return d.locked(d.establish)
+}
+
+// scanNew captures the frames written after the cursor.
+func (d *DB) scanNew() error {
 	size := d.files.Size(WALFile)
 	if size < d.wal.end+d.wal.frameSize() {
 		return nil // no new frame
 	}
 	// Frames written after this point are not waited for: they were not
-	// committed when the barrier was called.
+	// committed when the barrier was called. A frame being overwritten by
+	// a new generation as it is read ends the scan (its salts differ).
 	return d.locked(func() error { return d.scanWAL(size, nil, false) })
 }

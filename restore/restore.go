@@ -173,7 +173,7 @@ func Restore(ctx context.Context, c storage.Client, db, output string, opts Opti
 	} else if got, err := ltx.ChecksumReader(io.NewSectionReader(tmp, 0, int64(a.commit)*int64(a.pageSize)), int(a.pageSize)); err != nil {
 		return 0, err
 	} else if got != a.checksum {
-		return 0, fmt.Errorf("restored %s does not match its backup: checksum %s, expected %s", db, got, a.checksum)
+		return 0, fmt.Errorf("the database restored from %s at TXID %d does not match its backup: checksum %s, expected %s", where(c, db), target, got, a.checksum)
 	}
 	mode := opts.Mode
 	if mode == 0 {
