@@ -15,7 +15,6 @@ require (
 	github.com/prometheus/client_golang v1.23.2 // /metrics: the Prometheus text format, the Go runtime and process collectors
 	github.com/prometheus/client_model v0.6.2 // tests: parse /metrics
 	github.com/prometheus/common v0.66.1 // tests: parse /metrics (the Prometheus text parser)
-	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9 // the VFS and the loadable extension
 	github.com/schollz/progressbar/v3 v3.18.0 // restore's progress bar on a terminal
 	github.com/spf13/cobra v1.10.1 // the command line
 	github.com/superfly/ltx v0.5.3 // LTX files, the format Litestream 0.5 reads

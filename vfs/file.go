@@ -5,8 +5,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/psanford/sqlite3vfs"
 	"github.com/walsync/walsync/dbfiles"
+	"github.com/walsync/walsync/internal/sqlite3vfs"
 	"github.com/walsync/walsync/internal/sqlitelock"
 	"golang.org/x/sys/unix"
 )

@@ -1,7 +1,8 @@
 // Package vfs is the second front end: a SQLite VFS named by the caller
-// (usually "walsync") on github.com/psanford/sqlite3vfs. Databases opened
-// through it are captured by the same core and shipped by the same shipper as
-// under the FUSE mount, to the same replica layout.
+// (usually "walsync") on internal/sqlite3vfs, a fork of
+// github.com/psanford/sqlite3vfs with shared memory. Databases opened
+// through it are captured by the same core and shipped by the same shipper
+// as under the FUSE mount, to the same replica layout.
 //
 // Go apps (github.com/mattn/go-sqlite3):
 //
@@ -12,19 +13,19 @@
 //
 // Other languages load the extension built by `make ext` (see ./ext).
 //
-// Journal modes: DELETE, TRUNCATE and PERSIST with any number of connections.
-// The library implements io_methods v1 (no shared memory), so WAL needs
-// locking_mode=EXCLUSIVE, set before journal_mode=WAL (with mattn, run the
-// PRAGMAs in that order; its DSN applies _journal_mode first). Without
-// exclusive locking SQLite keeps the database in its rollback journal mode:
-// PRAGMA journal_mode=WAL answers "delete", and nothing is lost. In WAL mode
-// SQLite writes the -wal straight to the file; its commits are captured at
-// the barriers of deferred capture (capture.DB.SyncWAL): an fsync of the
-// -wal, a checkpoint, the end of each batch window, the last close.
+// Every journal mode works with any number of connections and processes.
+// In WAL mode the shared memory (the -shm, its locks) is SQLite's own unix
+// VFS's, reached through a second file it opens on the database (see
+// internal/sqlite3vfs/FORK.md), so processes on the default VFS coordinate
+// with walsync's connections. SQLite writes the -wal straight to the file;
+// its commits are captured at the barriers of deferred capture
+// (capture.DB.SyncWAL): an fsync of the -wal, a checkpoint, the end of each
+// batch window, the last close.
 //
-// Locks are SQLite's byte-range locks taken as open-file-description (OFD)
-// locks, so they conflict between connections of one process as they do
-// between processes, and with the unix VFS of other processes.
+// Locks on the database file are SQLite's byte-range locks taken as
+// open-file-description (OFD) locks, so they conflict between connections of
+// one process as they do between processes, and with the unix VFS of other
+// processes.
 package vfs
 
 import (
@@ -39,8 +40,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/psanford/sqlite3vfs"
 	"github.com/walsync/walsync/dbfiles"
+	"github.com/walsync/walsync/internal/sqlite3vfs"
 	"github.com/walsync/walsync/shipper"
 	"github.com/walsync/walsync/storage"
 	_ "github.com/walsync/walsync/storage/file"

@@ -1,0 +1,6 @@
+package sqlite3vfs
+
+/*
+   #cgo darwin LDFLAGS: -Wl,-undefined,dynamic_lookup
+*/
+import "C"
