@@ -136,60 +136,81 @@ func TestExtensionBadConfig(t *testing.T) {
 	}
 }
 
-// TestExtensionKill9 kills a Python process that writes through the VFS and
-// checks that, once a process opens the database again, nothing it saw
-// committed is missing from the replica.
+// TestExtensionKill9 kills a Python process that writes through the VFS,
+// in the middle of a transaction whose pages already reached the journal or
+// the -wal, in DELETE mode and in WAL mode with normal locking (SQLite's
+// shared memory), and checks that, once a process opens the database again
+// (SQLite recovers the WAL or rolls the journal back), nothing the writer
+// saw committed is missing from the replica and nothing uncommitted is on
+// it.
 func TestExtensionKill9(t *testing.T) {
-	dir, rep := t.TempDir(), t.TempDir()
-	env := append(extEnv(dir, rep), "WALSYNC_SYNC_INTERVAL=1h") // nothing ships before the kill
-	db := filepath.Join(dir, "k.db")
-	cmd := pyExt(t, env, `
+	for _, mode := range []string{"DELETE", "WAL"} {
+		t.Run(mode, func(t *testing.T) {
+			dir, rep := t.TempDir(), t.TempDir()
+			env := append(extEnv(dir, rep), "WALSYNC_SYNC_INTERVAL=1h") // nothing ships before the kill
+			db := filepath.Join(dir, "k.db")
+			cmd := pyExt(t, env, `
+import time
 c = connect(sys.argv[1])
-c.execute("PRAGMA journal_mode=DELETE")
-c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-i = 0
-while True:
-    i += 1
+c.execute("PRAGMA journal_mode=`+mode+`")
+c.execute("PRAGMA cache_size=10")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB)")
+for i in range(1, 201):
     c.execute("INSERT INTO t(id, v) VALUES(?, 'row')", (i,))
     print(i, flush=True)
+c.execute("BEGIN")
+for i in range(1000, 1300):
+    c.execute("INSERT INTO t(id, v, b) VALUES(?, 'uncommitted', randomblob(2000))", (i,))
+print("open", flush=True)
+time.sleep(60)
 `, db)
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	acked := 0
-	for sc.Scan() {
-		acked, _ = strconv.Atoi(sc.Text())
-		if acked >= 200 {
-			break
-		}
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	if acked < 200 {
-		t.Fatalf("writer acknowledged only %d transactions", acked)
-	}
-	// The next process: its VFS ships what the killed one staged, and the
-	// capture of the database it opens continues the chain.
-	env = extEnv(dir, rep)
-	py := pyExt(t, env, `
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(stdout)
+			acked, open := 0, false
+			for sc.Scan() {
+				if sc.Text() == "open" {
+					open = true
+					break
+				}
+				acked, _ = strconv.Atoi(sc.Text())
+			}
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+			if acked < 200 || !open {
+				t.Fatalf("writer acknowledged only %d transactions (open transaction: %v)", acked, open)
+			}
+			if mode == "WAL" {
+				if fi, err := os.Stat(db + "-wal"); err != nil || fi.Size() < 100000 {
+					t.Fatalf("the open transaction left no frames in the -wal (%v): the test proves nothing", err)
+				}
+			}
+			// The next process: its VFS ships what the killed one staged, and
+			// the capture of the database it opens continues the chain.
+			py := pyExt(t, extEnv(dir, rep), `
 c = connect(sys.argv[1])
-print(c.execute("SELECT count(*), max(id) FROM t").fetchone()[1])
+print(c.execute("SELECT max(id) FROM t WHERE v = 'row'").fetchone()[0], c.execute("SELECT count(*) FROM t WHERE v = 'uncommitted'").fetchone()[0])
 c.close()
 `, db)
-	out, err := py.CombinedOutput()
-	if err != nil {
-		t.Fatalf("reopen: %v\n%s", err, out)
-	}
-	have, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-	if have < acked {
-		t.Fatalf("SQLite has %d rows, the writer saw %d committed", have, acked)
-	}
-	r := filepath.Join(t.TempDir(), "r.db")
-	restoreCLI(t, "file://"+filepath.Join(rep, "k.db"), r)
-	if got := strings.TrimSpace(shell(t, r, "SELECT max(id) FROM t;")); got != fmt.Sprint(have) {
-		t.Fatalf("replica has up to id %s, SQLite %d (writer saw %d)", got, have, acked)
+			out, err := py.CombinedOutput()
+			if err != nil {
+				t.Fatalf("reopen: %v\n%s", err, out)
+			}
+			var have, uncommitted int
+			if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%d %d", &have, &uncommitted); err != nil || uncommitted != 0 {
+				t.Fatalf("reopened: %q (%v)", out, err)
+			}
+			if have < acked {
+				t.Fatalf("SQLite has %d rows, the writer saw %d committed", have, acked)
+			}
+			r := filepath.Join(t.TempDir(), "r.db")
+			restoreCLI(t, "file://"+filepath.Join(rep, "k.db"), r)
+			if got := strings.TrimSpace(shell(t, r, "SELECT max(id) FROM t WHERE v = 'row'; SELECT count(*) FROM t WHERE v = 'uncommitted';")); got != fmt.Sprintf("%d\n0", have) {
+				t.Fatalf("replica: %q, want %d rows and nothing uncommitted (writer saw %d)", got, have, acked)
+			}
+		})
 	}
 }
 
