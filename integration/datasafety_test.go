@@ -179,19 +179,7 @@ c.close()
 				}
 				cmds, outs = append(cmds, cmd), append(outs, out)
 			}
-			for i, cmd := range cmds {
-				done := make(chan error, 1)
-				go func() { done <- cmd.Wait() }()
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Fatalf("process %d: %v\n%s", i, err, outs[i])
-					}
-				case <-time.After(90 * time.Second):
-					_ = cmd.Process.Kill()
-					t.Fatalf("process %d did not finish (hung in close?)\n%s", i, outs[i])
-				}
-			}
+			waitProcesses(t, cmds, outs, 90*time.Second)
 			if got := shell(t, db, "SELECT count(*) FROM t;"); got != fmt.Sprintf("%d\n", procs*rows) {
 				t.Fatalf("source has %q rows", got)
 			}
@@ -398,19 +386,7 @@ except sqlite3.Error as e:
 	if err := os.WriteFile(tried, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i, cmd := range cmds {
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("writer %d: %v\n%s", i, err, outs[i])
-			}
-		case <-time.After(120 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatalf("writer %d did not finish\n%s", i, outs[i])
-		}
-	}
+	waitProcesses(t, cmds, outs, 120*time.Second)
 	if !strings.Contains(string(secondOut), "refused") || !strings.Contains(string(secondOut), "another process captures this database's WAL") {
 		t.Fatalf("a second walsync process on the WAL database, while the first writes:\n%s", secondOut)
 	}
@@ -452,6 +428,25 @@ except sqlite3.Error as e:
 			if got := shell(t, o, "SELECT p, i, length(pad) FROM t ORDER BY rowid; SELECT * FROM acct;"); got != want {
 				t.Fatalf("the latest TXID %d differs from the database", txid)
 			}
+		}
+	}
+}
+
+// waitProcesses waits for each process to exit successfully within limit
+// (one that hangs, in a close for instance, is killed and fails the test).
+func waitProcesses(t *testing.T, cmds []*exec.Cmd, outs []*syncBuffer, limit time.Duration) {
+	t.Helper()
+	for i, cmd := range cmds {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("process %d: %v\n%s", i, err, outs[i])
+			}
+		case <-time.After(limit):
+			_ = cmd.Process.Kill()
+			t.Fatalf("process %d did not finish (hung in close?)\n%s", i, outs[i])
 		}
 	}
 }
