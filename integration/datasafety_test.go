@@ -13,6 +13,7 @@ import (
 
 	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/internal/s3test"
+	"github.com/walsync/walsync/restore"
 	"github.com/walsync/walsync/storage"
 	"github.com/walsync/walsync/storage/file"
 )
@@ -311,10 +312,12 @@ WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x+1 FROM n WHERE x < 9) INSERT
 	const writers, rows = 1, 300
 	stop, tried := filepath.Join(dir, "stop"), filepath.Join(dir, "second-tried")
 	reader := exec.Command(python, "-c", `
-import sqlite3, sys, os
+import sqlite3, sys, os, time
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-n = 0
+n, t0 = 0, time.time()
 while not os.path.exists(sys.argv[2]) or n < 20:
+    if time.time() - t0 > 180:
+        print('no stop file after 180 s'); sys.exit(1)
     c.execute('BEGIN')
     total = c.execute('SELECT sum(bal) FROM acct').fetchone()[0]
     gaps = c.execute('SELECT count(*) FROM (SELECT p FROM t GROUP BY p HAVING count(*) != max(i)+1)').fetchone()[0]
@@ -335,6 +338,7 @@ print('reads', n)
 	if err := reader.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = reader.Process.Kill() }) // a failed test leaves no reader looping
 	var cmds []*exec.Cmd
 	var outs []*syncBuffer
 	for p := 0; p < writers; p++ {
@@ -354,7 +358,8 @@ for i in range(`+fmt.Sprint(rows)+`):
     c.execute("COMMIT")
     if i == 0:
         print("started", flush=True)
-        while not os.path.exists(sys.argv[3]):  # the test's second process has tried
+        for _ in range(3000):  # until the test's second process has tried (30 s at most)
+            if os.path.exists(sys.argv[3]): break
             time.sleep(0.01)
     if i % 25 == 24:
         c.execute("PRAGMA wal_checkpoint(%s)" % kinds[(i // 25 + p) % 4]).fetchall()
@@ -365,6 +370,7 @@ c.close()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		cmds, outs = append(cmds, cmd), append(outs, out)
 	}
 	// Another process with the extension, while the writer has the WAL
@@ -409,7 +415,9 @@ except sqlite3.Error as e:
 	prevRows := 0
 	for txid := ltx.TXID(1); txid <= latest.MaxTXID; txid++ {
 		o := filepath.Join(t.TempDir(), "r.db")
-		restoreCLI(t, "file://"+filepath.Join(rep, "bank.db"), o, "--txid", fmt.Sprint(txid))
+		if _, err := restore.Restore(context.Background(), c, "", o, restore.Options{TXID: txid}); err != nil {
+			t.Fatalf("restore TXID %d: %v", txid, err)
+		}
 		var total, gaps, n int
 		got := shell(t, o, "SELECT sum(bal), (SELECT count(*) FROM (SELECT p FROM t GROUP BY p HAVING count(*) != max(i)+1)), (SELECT count(*) FROM t) FROM acct;")
 		if _, err := fmt.Sscanf(got, "%d|%d|%d", &total, &gaps, &n); err != nil || total != 1000 || gaps != 0 {
