@@ -438,8 +438,13 @@ func runOutside(t *testing.T, in []byte) {
 		lastDB = files.get(capture.DBFile)
 	}
 	fullyCheckpointed := false
-	for step := 0; r.more() && step < 60; step++ {
-		switch op := r.n(12); {
+	// committed: the states SQLite committed, by checksum; every
+	// transaction shipped must be one of them.
+	committed := map[ltx.Checksum]bool{h.mustModel().checksum(): true}
+	noteCommit := func() { committed[h.mustModel().checksum()] = true }
+	// act runs one of SQLite's operations (op <= 10); false: none ran.
+	act := func(op int) bool {
+		switch {
 		case op <= 3:
 			ops = append(ops, "commit")
 			begin()
@@ -451,6 +456,7 @@ func runOutside(t *testing.T, in []byte) {
 			}
 			s.rawCommit(pages, fp...)
 			fullyCheckpointed = false
+			noteCommit()
 		case op == 4:
 			ops = append(ops, "abandon")
 			begin()
@@ -469,7 +475,7 @@ func runOutside(t *testing.T, in []byte) {
 			}
 		case op == 6 || op == 7:
 			if !fullyCheckpointed {
-				continue // SQLite restarts a WAL only once a checkpoint copied all of it
+				return false // SQLite restarts a WAL only once a checkpoint copied all of it
 			}
 			ops = append(ops, "restart")
 			w := &walWriter{ps: ps, salt1: s.w.salt1 + 1, salt2: s.w.salt2*7 + uint32(r.byte())}
@@ -488,6 +494,7 @@ func runOutside(t *testing.T, in []byte) {
 				begin()
 				seed++
 				s.rawCommit(pages, framePage{2, fillPage(ps, 2, seed)})
+				noteCommit()
 				ops = append(ops, "limit")
 				cut := s.w.frameOff(s.next) + int64(1+r.n(int(s.w.fsz())-1)) + int64(r.n(3))*s.w.fsz()
 				if files.Size(capture.WALFile) > cut {
@@ -506,6 +513,52 @@ func runOutside(t *testing.T, in []byte) {
 			files.remove(capture.WALFile)
 			s.w = &walWriter{ps: ps, salt1: uint32(r.byte()) << 16, salt2: s.w.salt2*3 + 1}
 			fullyCheckpointed = false
+		case op == 10:
+			// What a writer does at a checkpoint's end: the whole WAL
+			// copied, the next transaction restarts it and commits.
+			ops = append(ops, "checkpoint-restart-commit")
+			rawCheckpoint(h)
+			w := &walWriter{ps: ps, salt1: s.w.salt1 + 1, salt2: s.w.salt2*7 + uint32(r.byte())}
+			s.w, s.next = w, 1
+			files.put(capture.WALFile, 0, w.header())
+			begin()
+			seed++
+			s.rawCommit(pages, framePage{uint32(2 + r.n(pages-1)), fillPage(ps, 2, seed)})
+			fullyCheckpointed = false
+			noteCommit()
+		default:
+			return false
+		}
+		return true
+	}
+	for step := 0; r.more() && step < 60; step++ {
+		switch op := r.n(13); {
+		case op < 10:
+			act(op)
+		case op == 10:
+			// SQLite acts between two reads of a look (the look goes on
+			// with what it reads): what ships is still only states SQLite
+			// committed, and the next look reaches the database.
+			at, what := 1+r.n(6), r.n(11)
+			reads := 0
+			files.beforeRead = func(k capture.Kind, off int64) {
+				if reads++; reads == at {
+					files.beforeRead = nil
+					ops = append(ops, fmt.Sprintf("during read %d:", at))
+					act(what)
+				}
+			}
+			ops = append(ops, "look")
+			// It may fail (a file gone under a read): the front end tries
+			// again at its next look.
+			got := h.ntx(func() { _ = h.db.SyncWAL() })
+			files.beforeRead = nil
+			for _, tx := range got {
+				if !committed[tx.PostChecksum] {
+					h.fatalf("transaction %d is not a state SQLite committed", tx.TXID)
+				}
+			}
+			look("look after")
 		default:
 			look("look")
 		}
