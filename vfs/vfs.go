@@ -19,10 +19,10 @@
 // SQLite's own unix VFS's, reached through a second file it opens on the
 // database (see internal/sqlite3vfs/FORK.md), so processes on the default
 // VFS coordinate with walsync's connections; what they do to the WAL
-// unseen is caught at the next barrier (Registry.Outside). SQLite writes the -wal straight to the file;
-// its commits are captured at the barriers of deferred capture
-// (capture.DB.SyncWAL): an fsync of the -wal, a checkpoint, the end of each
-// batch window, the last close.
+// unseen is caught at the next barrier (Registry.Outside). SQLite writes
+// the -wal straight to the file; its commits are captured at the barriers
+// of deferred capture (capture.DB.SyncWAL): an fsync of the -wal, a
+// checkpoint, the end of each batch window, the last close.
 //
 // Locks on the database file are SQLite's byte-range locks taken as
 // open-file-description (OFD) locks, so they conflict between connections of

@@ -24,6 +24,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// walLockPath is the lock file of db's WAL, in its staging directory
+// (shared by the processes that share the staging).
+func walLockPath(v *VFS, db *dbfiles.Database) string {
+	return filepath.Join(v.shipper.StateDir(db.Name), "wal-capture.lock")
+}
+
 // errWALOwned: another process captures the database's WAL.
 var errWALOwned = errors.New("another process captures this database's WAL through walsync: " +
 	"WAL through the VFS is captured by the connections of one process (several processes: a rollback journal mode, or the mount)")
@@ -48,11 +54,11 @@ func (w *walOwners) acquire(v *VFS, db *dbfiles.Database) error {
 		o.opens++
 		return nil
 	}
-	dir := v.shipper.StateDir(db.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	path := walLockPath(v, db)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "wal-capture.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -79,7 +85,7 @@ func (w *walOwners) ownedElsewhere(v *VFS, db *dbfiles.Database) bool {
 	if w.held[db.Name] != nil {
 		return false
 	}
-	f, err := os.Open(filepath.Join(v.shipper.StateDir(db.Name), "wal-capture.lock"))
+	f, err := os.Open(walLockPath(v, db))
 	if err != nil {
 		return false
 	}
