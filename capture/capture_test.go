@@ -509,6 +509,7 @@ type harness struct {
 	// passthrough, the VFS); SyncWAL and the other barriers capture them.
 	deferWAL bool
 	outside  bool // Config.Outside: the watch sidecar
+	shared   *memShared
 	// beforeSink runs as the sink is called, before it reads the pages.
 	beforeSink func()
 	// readLocks counts Config.ReadLock calls; readLockErr is their result.
@@ -539,6 +540,7 @@ func (h *harness) config(pos capture.Pos) capture.Config {
 		Sink:    h.sink,
 		Sums:    h.sums,
 		Outside: h.outside,
+		Shared:  h.sharedOrNil(),
 		ReadLock: func() error {
 			h.readLocks++
 			return h.readLockErr

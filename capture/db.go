@@ -136,20 +136,33 @@ type Config struct {
 
 // Shared coordinates several processes that capture one database, each
 // with its own DB. Every capture happens under Lock, after the DB has
-// adopted the position Load returns: the last transaction staged by any
-// process, whose page checksums are in the shared Sums. The Sink and Staged
-// run under the lock, so the transactions of all processes form one chain.
+// adopted the head Load returns: the last transaction staged by any
+// process, whose page checksums are in the shared Sums, and where in the
+// -wal its capture stopped reading. The Sink and Staged run under the lock,
+// so the transactions of all processes form one chain, and each process
+// reads the -wal on from where the last capture of any process stopped.
 type Shared interface {
 	Lock() error
 	Unlock()
-	// Load returns the last staged position; ok is false when none is
-	// recorded yet. resync: the next capture must ship the whole database
-	// (the staging was reset, or the page checksums of the last
-	// transaction were not stored).
-	Load() (pos Pos, resync, ok bool, err error)
-	// Staged records that the transaction at pos is staged and whether its
-	// page checksums are stored.
-	Staged(pos Pos, sumsStored bool) error
+	// Load returns the head; ok is false when none is recorded yet.
+	Load() (h Head, ok bool, err error)
+	// Staged records that the transaction at pos is staged, where its
+	// capture stopped reading the -wal, and whether its page checksums are
+	// stored.
+	Staged(pos Pos, wal WALPos, sumsStored bool) error
+}
+
+// Head is the last transaction staged by any of the processes that share a
+// database's capture (see Shared).
+type Head struct {
+	Pos Pos
+	// WAL: just past the commit frame of the transaction at Pos, in its
+	// generation of the -wal; zero when the capture read no WAL.
+	WAL WALPos
+	// Resync: the next capture must ship the whole database (the staging
+	// was reset, or the page checksums of the last transaction were not
+	// stored).
+	Resync bool
 }
 
 // ErrNotDatabase is returned when the main file is not a SQLite database.
@@ -240,26 +253,46 @@ func (d *DB) locked(capture func() error) error {
 		return fmt.Errorf("lock the capture of %s: %w", d.cfg.Name, err)
 	}
 	defer sh.Unlock()
-	p, resync, ok, err := sh.Load()
+	head, ok, err := sh.Load()
 	if err != nil {
 		return fmt.Errorf("read the staged position of %s: %w", d.cfg.Name, err)
 	}
-	if ok && resync {
+	if ok && head.Resync {
 		// The shared state cannot be trusted: ship the database whole
 		// from the files (this capture's changes included).
-		d.pos, d.needFull = p, true
+		d.pos, d.needFull = head.Pos, true
 		d.dirty, d.unjournaled = map[uint32]struct{}{}, false
 		return d.establish()
 	}
-	if ok && p != d.pos {
+	if ok && head.Pos != d.pos {
 		// Another process captured since: its page checksums are in the
-		// shared store, its position is the one to follow.
-		d.pos = p
+		// shared store, its position is the one to follow, and the -wal
+		// is read on from where its capture stopped.
+		d.pos = head.Pos
 		if d.known {
+			p := head.Pos
 			d.pageSize, d.commit, d.xor = p.PageSize, p.Commit, p.Checksum&^ltx.ChecksumFlag
+			if !d.adoptWAL(head.WAL) {
+				return d.establish()
+			}
 		}
 	}
 	return capture()
+}
+
+// adoptWAL moves the WAL cursor to where another process's capture stopped
+// reading the -wal. From there SQLite's own rules apply as to this
+// process's own position: a later generation found in the file is followed
+// as a restart after it. It reports false when the other process read no
+// WAL and this one follows one: where that WAL stands relative to the
+// other capture is unknown, and the state is established from the files.
+func (d *DB) adoptWAL(w WALPos) bool {
+	d.lastFrameOff = -1
+	if d.wal.Seek(w) {
+		d.walWritten = max(d.walWritten, w.End)
+		return true
+	}
+	return w == WALPos{} && !d.walMode
 }
 
 // Pos returns the position of the last captured transaction.
@@ -367,7 +400,10 @@ func (d *DB) logicalRef(idx map[uint32]int64, pgno uint32) pageRef {
 // emit captures a transaction made of changes (pages whose content differs
 // from the last captured state) and the new database size, and applies it to
 // the state once the sink has staged it.
-func (d *DB) emit(changes []change, commit uint32) error {
+//
+// at is where in the -wal the capture of the transaction stopped reading
+// (shared with the other processes capturing the database, see Shared).
+func (d *DB) emit(changes []change, commit uint32, at WALPos) error {
 	if len(changes) == 0 && commit == d.commit && !d.needFull {
 		return nil // a rollback, or a transaction that changed nothing
 	}
@@ -440,7 +476,7 @@ func (d *DB) emit(changes []change, commit uint32) error {
 	if sh := d.cfg.Shared; sh != nil {
 		// Other processes follow this position, and rebuild the checksums
 		// first if they are not stored.
-		if serr := sh.Staged(d.pos, err == nil); serr != nil && d.cfg.Warn != nil {
+		if serr := sh.Staged(d.pos, at, err == nil); serr != nil && d.cfg.Warn != nil {
 			d.cfg.Warn(fmt.Sprintf("database %s: record the staged position of transaction %d: %v", d.cfg.Name, tx.TXID, serr))
 		}
 	}

@@ -140,7 +140,7 @@ func (d *DB) establishAttempt(attempt int) error {
 			"(changed outside walsync, or a new page size): shipping the whole database as transaction %d (resync)",
 			d.cfg.Name, d.pos.TXID, d.pos.TXID+1))
 	}
-	return d.emit(nil, d.commit)
+	return d.emit(nil, d.commit, d.wal.Pos())
 }
 
 // fileState is what the database file's header says.

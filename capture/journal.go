@@ -259,5 +259,5 @@ func (d *DB) captureDirty(dirty map[uint32]struct{}) error {
 	if err != nil {
 		return err
 	}
-	return d.emit(changes, commit)
+	return d.emit(changes, commit, d.wal.Pos())
 }

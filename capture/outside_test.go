@@ -381,7 +381,7 @@ func TestOutsideReadLock(t *testing.T) {
 // from the files, never a wrong increment.
 func FuzzOutside(f *testing.F) {
 	for i := range 12 {
-		f.Add(randomInput(uint64(7000+i), 0, 300))
+		f.Add(randomInput(uint64(7000+i), byte(i%2), 300)) // odd: two processes
 	}
 	f.Fuzz(func(t *testing.T, in []byte) { runOutside(t, in) })
 }
@@ -394,7 +394,7 @@ func TestOutsideRandomSequences(t *testing.T) {
 		n = 40
 	}
 	for i := range n {
-		in := randomInput(uint64(9000+i), 0, 200+(i%4)*100)
+		in := randomInput(uint64(9000+i), byte(i/4%2), 200+(i%4)*100) // odd first byte: two processes
 		t.Run("", func(t *testing.T) { runOutside(t, in) })
 	}
 }
@@ -407,9 +407,35 @@ func runOutside(t *testing.T, in []byte) {
 	h := newHarness(t, files)
 	h.deferWAL, h.outside = true, true
 	h.mustOpen(capture.Pos{})
-	s := &sqliteWAL{h: h, w: &walWriter{ps: ps, salt1: 0x10000000 + uint32(r.byte()), salt2: 0x2222abcd}}
+	b0 := r.byte()
+	s := &sqliteWAL{h: h, w: &walWriter{ps: ps, salt1: 0x10000000 + uint32(b0), salt2: 0x2222abcd}}
 	var ops []string
 	h.context = func() string { return "ops " + joinOps(ops) }
+	// An odd first byte: two processes capture the database (the VFS in
+	// two processes), and each look is made by one of them, as the input
+	// says. Whichever looks, the replica must be the database.
+	var procs []*capture.DB
+	if b0&1 == 1 {
+		procs = []*capture.DB{h.db, h.share()}
+	}
+	k := 0 // the process looking
+	pick := func() string {
+		if procs == nil {
+			return ""
+		}
+		k = r.n(2)
+		h.db = procs[k]
+		return fmt.Sprintf("@%c", 'a'+k)
+	}
+	// atHead makes h.db the process that captured last, for the checks (the
+	// other adopts its position at its next capture).
+	atHead := func() {
+		for _, d := range procs {
+			if d.Pos() == h.shared.head.Pos {
+				h.db = d
+			}
+		}
+	}
 	seed := uint64(1000)
 	// begin positions the next frames after the last commit, as SQLite
 	// does (frames of an abandoned transaction are written over).
@@ -423,25 +449,54 @@ func runOutside(t *testing.T, in []byte) {
 		s.next = int((m.walEnd-walHdrSize)/s.w.fsz()) + 1
 		s.w.cksum = m.walCksum
 	}
+	fullyCheckpointed := false
+	// committed: the states SQLite committed, by checksum; every
+	// transaction shipped must be one of them.
+	committed := map[ltx.Checksum]bool{h.mustModel().checksum(): true}
+	// history: the states SQLite committed, in order. Transactions ship
+	// states in that order (a resync ships the latest again): never one
+	// older than the last shipped, as a second read of frames already
+	// captured would.
+	history := []ltx.Checksum{h.mustModel().checksum()}
+	at, shipped := 0, len(h.txs)
+	inOrder := func() {
+		for _, tx := range h.txs[shipped:] {
+			i := at
+			for i < len(history) && history[i] != tx.PostChecksum {
+				i++
+			}
+			if i == len(history) {
+				h.fatalf("transaction %d is no state SQLite committed since the last one shipped", tx.TXID)
+			}
+			at = i
+		}
+		shipped = len(h.txs)
+	}
+	noteCommit := func() {
+		committed[h.mustModel().checksum()] = true
+		history = append(history, h.mustModel().checksum())
+	}
 	// look is the sidecar's scan: with no WAL to read, a database file
 	// changed since the last look (its WAL came and went in between) is
 	// established again, as the front end does (see Config.Outside).
 	lastDB := files.get(capture.DBFile)
 	look := func(what string) {
-		ops = append(ops, what)
+		ops = append(ops, what+pick())
 		if db := files.get(capture.DBFile); !h.mustModel().walValid && !bytes.Equal(db, lastDB) {
 			ops = append(ops, "db-changed")
-			h.mustOpen(h.db.Pos())
+			if procs != nil {
+				h.mustOpen(h.shared.head.Pos)
+				procs[k] = h.db
+			} else {
+				h.mustOpen(h.db.Pos())
+			}
 		}
 		h.must(h.db.SyncWAL())
+		inOrder()
+		atHead()
 		h.check(what)
 		lastDB = files.get(capture.DBFile)
 	}
-	fullyCheckpointed := false
-	// committed: the states SQLite committed, by checksum; every
-	// transaction shipped must be one of them.
-	committed := map[ltx.Checksum]bool{h.mustModel().checksum(): true}
-	noteCommit := func() { committed[h.mustModel().checksum()] = true }
 	// act runs one of SQLite's operations (op <= 10); false: none ran.
 	act := func(op int) bool {
 		switch {
@@ -548,7 +603,7 @@ func runOutside(t *testing.T, in []byte) {
 					act(what)
 				}
 			}
-			ops = append(ops, "look")
+			ops = append(ops, "look"+pick())
 			// It may fail (a file gone under a read): the front end tries
 			// again at its next look.
 			got := h.ntx(func() { _ = h.db.SyncWAL() })
@@ -558,6 +613,7 @@ func runOutside(t *testing.T, in []byte) {
 					h.fatalf("transaction %d is not a state SQLite committed", tx.TXID)
 				}
 			}
+			inOrder()
 			look("look after")
 		default:
 			look("look")

@@ -176,7 +176,7 @@ func (d *DB) walChanges(tx *WALTx) ([]change, error) {
 func (d *DB) commitWAL(tx *WALTx, atWrite bool) error {
 	changes, err := d.walChanges(tx)
 	if err == nil {
-		err = d.emit(changes, tx.Commit)
+		err = d.emit(changes, tx.Commit, d.wal.posAt(tx.End, tx.Cksum))
 	}
 	if err != nil && atWrite {
 		// SQLite will report the commit as failed; make sure its recovery
@@ -287,6 +287,10 @@ func (d *DB) outsideRestart(wf walFile) (done bool, err error) {
 	}
 	var ended bool
 	err = d.locked(func() error {
+		if d.wal.valid && d.wal.hdr.salt1 == h.salt1 && d.wal.hdr.salt2 == h.salt2 {
+			ended = true // another process's capture read into h's generation: its position is adopted
+			return nil
+		}
 		ended, err = d.wal.FollowRestart(wf, h, func(tx *WALTx) error { return d.commitWAL(tx, false) })
 		if err != nil || ended {
 			return err

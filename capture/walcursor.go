@@ -30,6 +30,46 @@ type WALCursor struct {
 	brkEOF   bool
 }
 
+// WALPos is where a WALCursor stands, in a form another process's cursor
+// can take up (see Shared): the generation (its header's byte order, page
+// size and salts), the offset just past the last committed frame read and
+// the running checksum there. The zero WALPos is no WAL.
+type WALPos struct {
+	BigEndian    bool
+	PageSize     uint32
+	Salt1, Salt2 uint32
+	End          int64
+	Cksum        [2]uint32
+}
+
+// Pos returns the cursor's position; zero when it follows no WAL.
+func (c *WALCursor) Pos() WALPos {
+	if !c.valid {
+		return WALPos{}
+	}
+	return c.posAt(c.end, c.cksum)
+}
+
+// posAt is the position in the cursor's generation just past the commit
+// frame ending at end, whose running checksum is cksum.
+func (c *WALCursor) posAt(end int64, cksum [2]uint32) WALPos {
+	return WALPos{BigEndian: c.hdr.bigEndian, PageSize: c.hdr.pageSize, Salt1: c.hdr.salt1, Salt2: c.hdr.salt2, End: end, Cksum: cksum}
+}
+
+// Seek moves the cursor to p, which another cursor reported. It reports
+// false, and resets the cursor, when p is not a position in a WAL (zero,
+// or not at a frame boundary of its page size).
+func (c *WALCursor) Seek(p WALPos) bool {
+	fsz := int64(p.PageSize) + walFrameHeaderSize
+	if !ltx.IsValidPageSize(p.PageSize) || p.End < walHeaderSize || (p.End-walHeaderSize)%fsz != 0 {
+		c.Reset()
+		return false
+	}
+	*c = WALCursor{valid: true, end: p.End, cksum: p.Cksum,
+		hdr: walHeader{bigEndian: p.BigEndian, pageSize: p.PageSize, salt1: p.Salt1, salt2: p.Salt2}}
+	return true
+}
+
 // WALReader reads a WAL file.
 type WALReader interface {
 	ReadAt(p []byte, off int64) (int, error)
@@ -39,8 +79,9 @@ type WALReader interface {
 // each page it wrote, and the database size after it.
 type WALTx struct {
 	Pages  map[uint32]WALPage
-	Commit uint32 // database size in pages after the transaction
-	End    int64  // offset just past its commit frame
+	Commit uint32    // database size in pages after the transaction
+	End    int64     // offset just past its commit frame
+	Cksum  [2]uint32 // the running checksum at End
 }
 
 // WALPage is the latest frame of a page in a transaction.
@@ -260,7 +301,7 @@ func (c *WALCursor) scan(r WALReader, limit int64, tail *frameInHand, commit fun
 		if f.commit == 0 {
 			continue
 		}
-		tx.Commit, tx.End = f.commit, off
+		tx.Commit, tx.End, tx.Cksum = f.commit, off, cksum
 		if err := commit(tx); err != nil {
 			return err
 		}

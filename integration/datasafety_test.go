@@ -289,19 +289,20 @@ func TestReplicaChangedOrEmptied(t *testing.T) {
 	}
 }
 
-// TestVFSWALSeveralProcesses: a process loads the extension and writes a
+// TestVFSWALSeveralProcesses: two processes load the extension and write one
 // WAL database (normal locking: SQLite's shared memory), moving money between
 // accounts with synchronous=NORMAL and running checkpoints of every kind,
-// while another process reads it with the default VFS in a loop and
-// checkpoints it too, of every kind, behind walsync's back (without
-// capture.Config.Outside in the VFS, a TRUNCATE there lost commits walsync
-// had not read yet and a TXID restored a torn state, 1 run in 4): every read
-// sees the constant total and passes PRAGMA integrity_check; every TXID on
-// the replica restores the constant total, each writer's rows without a gap,
-// never fewer rows than the TXID before; the latest is the database. A
-// second process loading the extension on that WAL database is refused with
-// a message saying why (see vfs/walowner.go): two used to ship frames one
-// had already shipped over a later state.
+// while a third reads it with the default VFS in a loop and checkpoints it
+// too, of every kind, behind walsync's back (without capture.Config.Outside
+// in the VFS, a TRUNCATE there lost commits walsync had not read yet and a
+// TXID restored a torn state, 1 run in 4): every read sees the constant
+// total and passes PRAGMA integrity_check; every TXID on the replica
+// restores the constant total, each writer's rows without a gap, never
+// fewer rows than the TXID before; the latest is the database. Each writer
+// reads the -wal on from where the last capture of either stopped (the
+// shared head carries the WAL position, capture.Head): before it did, the
+// second writer shipped frames the first had already shipped over a later
+// state, and restores were malformed (2 runs in 3).
 func TestVFSWALSeveralProcesses(t *testing.T) {
 	dir, rep := t.TempDir(), t.TempDir()
 	env := extEnv(dir, rep)
@@ -309,8 +310,8 @@ func TestVFSWALSeveralProcesses(t *testing.T) {
 	shell(t, db, `PRAGMA journal_mode=WAL; CREATE TABLE t(p INTEGER, i INTEGER, pad BLOB);
 CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER);
 WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x+1 FROM n WHERE x < 9) INSERT INTO acct SELECT x, 100 FROM n;`)
-	const writers, rows = 1, 300
-	stop, tried := filepath.Join(dir, "stop"), filepath.Join(dir, "second-tried")
+	const writers, rows = 2, 300
+	stop := filepath.Join(dir, "stop")
 	reader := exec.Command(python, "-c", `
 import sqlite3, sys, os, time
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
@@ -356,15 +357,10 @@ for i in range(`+fmt.Sprint(rows)+`):
     c.execute("UPDATE acct SET bal = bal - 1 WHERE id = ?", (a,))
     c.execute("UPDATE acct SET bal = bal + 1 WHERE id = ?", (b,))
     c.execute("COMMIT")
-    if i == 0:
-        print("started", flush=True)
-        for _ in range(3000):  # until the test's second process has tried (30 s at most)
-            if os.path.exists(sys.argv[3]): break
-            time.sleep(0.01)
     if i % 25 == 24:
         c.execute("PRAGMA wal_checkpoint(%s)" % kinds[(i // 25 + p) % 4]).fetchall()
 c.close()
-`, db, fmt.Sprint(p), tried)
+`, db, fmt.Sprint(p))
 		out := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
@@ -373,29 +369,7 @@ c.close()
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		cmds, outs = append(cmds, cmd), append(outs, out)
 	}
-	// Another process with the extension, while the writer has the WAL
-	// open: its read fails, naming the reason.
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(outs[0].String(), "started"); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the writer did not start:\n%s", outs[0])
-		}
-	}
-	second := pyExt(t, env, `
-try:
-    c = connect(sys.argv[1], timeout=30)
-    c.execute("SELECT count(*) FROM t").fetchall()
-    print("read")
-except sqlite3.Error as e:
-    print("refused:", e)
-`, db)
-	secondOut, _ := second.CombinedOutput()
-	if err := os.WriteFile(tried, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	waitProcesses(t, cmds, outs, 120*time.Second)
-	if !strings.Contains(string(secondOut), "refused") || !strings.Contains(string(secondOut), "another process captures this database's WAL") {
-		t.Fatalf("a second walsync process on the WAL database, while the first writes:\n%s", secondOut)
-	}
 	if err := os.WriteFile(stop, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

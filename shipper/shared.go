@@ -23,8 +23,9 @@ import (
 //   - capture.lock serializes captures, appends to pending and its sealing
 //     across processes (and, through separate open file descriptions,
 //     between a process's capture and its own shipper);
-//   - staged.pos records the last staged position and where pending's last
-//     whole record ends, so each process continues the one chain and a
+//   - staged.pos records the last staged position, where in the -wal its
+//     capture stopped reading, and where pending's last whole record ends,
+//     so each process continues the one chain from the same frame and a
 //     record torn by a process that died is cut off;
 //   - ship.lock lets one process at a time upload, compact and apply
 //     retention; the others leave it to that one and try again later.
@@ -36,7 +37,13 @@ const (
 	captureLockFile = "capture.lock"
 	shipLockFile    = "ship.lock"
 	stagedPosFile   = "staged.pos"
-	stagedPosSize   = 8 + 8 + 4 + 4 + 8 + 8 + 1 + 4
+	// staged.pos: position (24 bytes), pending's inode and end (16),
+	// resync (1), WAL position (29), CRC-32C (4). A file of the size
+	// before the WAL position (45 bytes, walsync before 2026-12) is read
+	// with no WAL position.
+	stagedPosSize   = 8 + 8 + 4 + 4 + 8 + 8 + 1 + walPosSize + 4
+	stagedPosSizeV1 = stagedPosSize - walPosSize
+	walPosSize      = 1 + 4 + 4 + 4 + 8 + 8
 )
 
 // errShipBusy: another process is shipping the database.
@@ -122,6 +129,7 @@ type stagedPos struct {
 	pos capture.Pos
 	ino uint64 // pending's inode, 0 when there is no pending log
 	end int64  // end of pending's last whole record
+	wal capture.WALPos
 	// resync: the next capture ships the database whole. Set by a reset,
 	// and from a transaction's append until its page checksums are stored
 	// (capture.Shared.Staged), so a process that dies in between leaves no
@@ -174,18 +182,27 @@ func (st *stage) readStagedPos() (stagedPos, bool, error) {
 		return stagedPos{}, false, err
 	}
 	b = b[:n]
-	if len(b) != stagedPosSize || crc32.Checksum(b[:stagedPosSize-4], castagnoli) != binary.BigEndian.Uint32(b[stagedPosSize-4:]) {
+	valid := func(size int) bool {
+		return len(b) == size && crc32.Checksum(b[:size-4], castagnoli) == binary.BigEndian.Uint32(b[size-4:])
+	}
+	if !valid(stagedPosSize) && !valid(stagedPosSizeV1) {
 		// Torn: the logs tell where the staging ends (load); the next
 		// capture ships the database whole.
 		return stagedPos{resync: true}, false, nil
 	}
 	be := binary.BigEndian
-	return stagedPos{
+	sp := stagedPos{
 		pos:    capture.Pos{TXID: ltx.TXID(be.Uint64(b)), Checksum: ltx.Checksum(be.Uint64(b[8:])), PageSize: be.Uint32(b[16:]), Commit: be.Uint32(b[20:])},
 		ino:    be.Uint64(b[24:]),
 		end:    int64(be.Uint64(b[32:])),
 		resync: b[40] != 0,
-	}, true, nil
+	}
+	if len(b) == stagedPosSize {
+		w := b[41:]
+		sp.wal = capture.WALPos{BigEndian: w[0] != 0, PageSize: be.Uint32(w[1:]), Salt1: be.Uint32(w[5:]), Salt2: be.Uint32(w[9:]),
+			End: int64(be.Uint64(w[13:])), Cksum: [2]uint32{be.Uint32(w[21:]), be.Uint32(w[25:])}}
+	}
+	return sp, true, nil
 }
 
 // readStagedPosLocked is readStagedPos under the capture lock.
@@ -209,7 +226,17 @@ func (st *stage) writeStagedPos(sp stagedPos) error {
 	if sp.resync {
 		b[40] = 1
 	}
-	be.PutUint32(b[41:], crc32.Checksum(b[:41], castagnoli))
+	w := b[41:]
+	if sp.wal.BigEndian {
+		w[0] = 1
+	}
+	be.PutUint32(w[1:], sp.wal.PageSize)
+	be.PutUint32(w[5:], sp.wal.Salt1)
+	be.PutUint32(w[9:], sp.wal.Salt2)
+	be.PutUint64(w[13:], uint64(sp.wal.End))
+	be.PutUint32(w[21:], sp.wal.Cksum[0])
+	be.PutUint32(w[25:], sp.wal.Cksum[1])
+	be.PutUint32(b[stagedPosSize-4:], crc32.Checksum(b[:stagedPosSize-4], castagnoli))
 	f, err := st.posFile(true)
 	if err != nil {
 		return err
@@ -234,7 +261,7 @@ func (st *stage) sharedPending() error {
 		return err
 	}
 	if ok {
-		st.pos, st.known = sp.pos, true
+		st.pos, st.wal, st.known = sp.pos, sp.wal, true
 	}
 	path := filepath.Join(st.dir, "pending")
 	if st.pending != nil && !(ok && sp.ino == st.pendingIno) {
@@ -293,9 +320,9 @@ func (st *stage) sharedPending() error {
 // is held.
 func (st *stage) sharedStaged(resync bool) error {
 	if st.pending == nil {
-		return st.writeStagedPos(stagedPos{pos: st.pos, resync: resync})
+		return st.writeStagedPos(stagedPos{pos: st.pos, wal: st.wal, resync: resync})
 	}
-	return st.writeStagedPos(stagedPos{pos: st.pos, ino: st.pendingIno, end: st.size, resync: resync})
+	return st.writeStagedPos(stagedPos{pos: st.pos, wal: st.wal, ino: st.pendingIno, end: st.size, resync: resync})
 }
 
 // sharedCapture is the capture.Shared of one database. Its lock is on a
@@ -316,10 +343,10 @@ func (c *sharedCapture) Lock() error {
 
 func (c *sharedCapture) Unlock() { c.lock.unlock() }
 
-func (c *sharedCapture) Load() (capture.Pos, bool, bool, error) {
+func (c *sharedCapture) Load() (capture.Head, bool, error) {
 	sp, ok, err := c.st.readStagedPos()
 	if err != nil || ok || !sp.resync {
-		return sp.pos, sp.resync, ok, err
+		return capture.Head{Pos: sp.pos, WAL: sp.wal, Resync: sp.resync}, ok, err
 	}
 	// staged.pos is torn: the logs say where the chain ends, and the
 	// database is shipped whole from there.
@@ -329,14 +356,15 @@ func (c *sharedCapture) Load() (capture.Pos, bool, bool, error) {
 		pos, known = c.st.shipped, c.st.shipped.TXID > 0
 		c.st.mu.Unlock()
 	}
-	return pos, true, known, err
+	return capture.Head{Pos: pos, Resync: true}, known, err
 }
 
-func (c *sharedCapture) Staged(pos capture.Pos, sumsStored bool) error {
+func (c *sharedCapture) Staged(pos capture.Pos, wal capture.WALPos, sumsStored bool) error {
 	c.st.mu.Lock()
 	defer c.st.mu.Unlock()
 	if pos != c.st.pos {
 		return nil // not what this process staged last (a resync started)
 	}
+	c.st.wal = wal
 	return c.st.sharedStaged(!sumsStored)
 }

@@ -56,6 +56,7 @@ type stage struct {
 	batchBuf   []byte
 	writtenPos capture.Pos
 	pos        capture.Pos      // last staged
+	wal        capture.WALPos   // shared staging: where pos's capture stopped reading the -wal
 	known      bool             // pos comes from this staging
 	shipped    capture.Pos      // last uploaded
 	compacted  map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
@@ -359,6 +360,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	st.unsynced = true
 	st.stagedBytes.Add(rec.Size())
 	st.pos, st.writtenPos = pos, pos
+	st.wal = capture.WALPos{} // until the capture says (capture.Shared.Staged)
 	st.known = true
 	st.noteStaged(tx.TXID)
 	if st.shared {
@@ -521,7 +523,7 @@ func (st *stage) seal() error {
 		if st.size == 0 {
 			return nil
 		}
-		if err := st.writeStagedPos(stagedPos{pos: st.pos}); err != nil {
+		if err := st.writeStagedPos(stagedPos{pos: st.pos, wal: st.wal}); err != nil {
 			return err
 		}
 	} else {

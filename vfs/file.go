@@ -89,9 +89,6 @@ func (fl *file) Close() error {
 		os.Remove(name)
 	}
 	last, cerr := fl.db.Close(fl.role)
-	if fl.role == dbfiles.RoleWAL && fl.db != nil {
-		fl.v.wal.release(fl.db) // after the capture at close
-	}
 	if cerr != nil {
 		fl.v.log.Error("capture at close failed", "db", fl.db.Name, "err", cerr)
 	}

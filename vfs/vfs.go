@@ -13,13 +13,15 @@
 //
 // Other languages load the extension built by `make ext` (see ./ext).
 //
-// Rollback-journal modes work with any number of connections and
-// processes; WAL with any number of connections of one process (see
-// walowner.go). In WAL mode the shared memory (the -shm, its locks) is
-// SQLite's own unix VFS's, reached through a second file it opens on the
-// database (see internal/sqlite3vfs/FORK.md), so processes on the default
-// VFS coordinate with walsync's connections; what they do to the WAL
-// unseen is caught at the next barrier (Registry.Outside). SQLite writes
+// Any number of connections and processes may use a database, in a
+// rollback-journal mode or in WAL; processes loading the VFS share the
+// staging and continue one chain of transactions (capture.Shared: the head
+// of the chain and where in the -wal its capture stopped). In WAL mode the
+// shared memory (the -shm, its locks) is SQLite's own unix VFS's, reached
+// through a second file it opens on the database (see
+// internal/sqlite3vfs/FORK.md), so processes on the default VFS coordinate
+// with walsync's connections; what they do to the WAL unseen is caught at
+// the next barrier (Registry.Outside). SQLite writes
 // the -wal straight to the file; its commits are captured at the barriers
 // of deferred capture (capture.DB.SyncWAL): an fsync of the -wal, a
 // checkpoint, the end of each batch window, the last close.
@@ -82,7 +84,6 @@ type VFS struct {
 	shipper *shipper.Shipper
 	reg     *dbfiles.Registry
 	log     *slog.Logger
-	wal     walOwners
 }
 
 // New validates the configuration, opens the replica and the staging, and
@@ -220,26 +221,11 @@ func (v *VFS) Open(name string, flags sqlite3vfs.OpenFlag) (sqlite3vfs.File, sql
 		r = roleOf(flags)
 	}
 	fl := &file{v: v, f: f, fd: int(f.Fd()), role: r, db: v.database(name, r), deleteOnClose: deleteOnClose}
-	if r == dbfiles.RoleDB && fl.db != nil && inWALMode(f) && v.wal.ownedElsewhere(v, fl.db) {
-		v.log.Error("cannot open the database", "file", name, "err", errWALOwned)
-		f.Close()
-		return nil, 0, sqlite3vfs.CantOpenError
-	}
-	if r == dbfiles.RoleWAL && fl.db != nil {
-		if err := v.wal.acquire(v, fl.db); err != nil {
-			v.log.Error("cannot open the WAL", "file", name, "err", err)
-			f.Close()
-			return nil, 0, sqlite3vfs.CantOpenError
-		}
-	}
 	if fl.db != nil {
 		fl.db.Files.Invalidate(r.Kind())
 	}
 	if err := fl.db.Open(r); err != nil {
 		v.log.Error("open failed", "file", name, "err", err)
-		if r == dbfiles.RoleWAL && fl.db != nil {
-			v.wal.release(fl.db)
-		}
 		f.Close()
 		return nil, 0, sqlite3vfs.CantOpenError
 	}

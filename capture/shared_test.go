@@ -1,0 +1,86 @@
+package capture_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/walsync/walsync/capture"
+)
+
+// Several processes capture one database (the VFS loaded by several
+// processes): each has its own DB on the same files, and they share the
+// page checksums and the head of the chain (capture.Shared).
+
+// memShared is capture.Shared in memory, as the shipper's shared staging
+// keeps it in a file (shipper/shared.go).
+type memShared struct {
+	mu   sync.Mutex
+	head capture.Head
+	ok   bool
+}
+
+func (s *memShared) Lock() error { s.mu.Lock(); return nil }
+func (s *memShared) Unlock()     { s.mu.Unlock() }
+
+func (s *memShared) Load() (capture.Head, bool, error) { return s.head, s.ok, nil }
+
+func (s *memShared) Staged(pos capture.Pos, wal capture.WALPos, sumsStored bool) error {
+	s.head, s.ok = capture.Head{Pos: pos, WAL: wal, Resync: !sumsStored}, true
+	return nil
+}
+
+func (h *harness) sharedOrNil() capture.Shared {
+	if h.shared == nil {
+		return nil // a typed nil would be a Shared
+	}
+	return h.shared
+}
+
+// share makes the harness's DBs capture as processes sharing one staging;
+// it returns the DB of a second process, opened at the head.
+func (h *harness) share() *capture.DB {
+	h.t.Helper()
+	if h.sums == nil {
+		h.sums = &capture.MemSums{}
+	}
+	h.shared = &memShared{}
+	h.mustOpen(h.db.Pos()) // the first process again, with the shared state
+	a := h.db
+	h.mustOpen(a.Pos())
+	b := h.db
+	h.db = a
+	return b
+}
+
+// TestSharedWALCursor: two processes capture one WAL database at their
+// barriers, in turn. Each reads the -wal on from where the last capture of
+// either stopped: a commit the other process captured is not shipped again
+// over the later state (an increment that would take pages back), and none
+// is skipped.
+func TestSharedWALCursor(t *testing.T) {
+	h, s := setupOutside(t)
+	b := h.share()
+	a := h.db
+	look := func(d *capture.DB, n int, where string) {
+		t.Helper()
+		h.db = d
+		got := h.sync()
+		wantIncrements(t, got, n)
+	}
+	s.commitPage(2, 1)
+	s.commitPage(3, 2)
+	s.commitPage(2, 3) // page 2 again: a second read of frame 1 would take it back
+	look(a, 3, "a")
+	s.commitPage(3, 4)
+	look(b, 1, "b")
+	s.commitPage(2, 5)
+	look(a, 1, "a")
+	look(b, 0, "b again")
+	// A restart by the other process's connection: b follows it.
+	rawCheckpoint(h)
+	s.restart()
+	s.commitPage(2, 6)
+	look(a, 1, "a after restart")
+	s.commitPage(3, 7)
+	look(b, 1, "b after restart")
+}
