@@ -100,6 +100,12 @@ func (d *DB) establishAttempt(attempt int) error {
 			started = true
 			return true, nil
 		})
+		if err == nil && !started && !d.atPos() {
+			// The WAL no longer holds the commits that followed the
+			// position (checkpointed and restarted between the passes):
+			// they are in the database file, which is not the position.
+			err = errMovedUnderRead
+		}
 		if errors.Is(err, errMovedUnderRead) {
 			if attempt >= 2 {
 				d.needFull = true // checkpointed as fast as it is read: ship the state whole

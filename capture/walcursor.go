@@ -175,7 +175,10 @@ type frameInHand struct {
 // the files. One case passes these tests wrongly: a WAL truncated by
 // journal_size_limit to exactly the end of a frame, at the end of the
 // frames a scan read, with the old generation's later commits beyond it;
-// it needs a limit of 32 + n × (page size + 24) bytes for some n.
+// it needs a limit of 32 + n × (page size + 24) bytes for some n. And
+// one by chance: a -wal deleted and created again (its salts drawn at
+// random) whose salt-1 happens to be the old generation's plus one, then
+// restarted (2^-32 per new -wal, on top of commits not read in between).
 func (c *WALCursor) FollowRestart(r WALReader, next walHeader, commit func(tx *WALTx) error) (ended bool, err error) {
 	if !c.valid || next.pageSize != c.hdr.pageSize || next.salt1 != c.hdr.salt1+1 {
 		return false, nil

@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -378,20 +381,8 @@ c.close()
 	}
 	t.Logf("default-VFS reader: %s", strings.TrimSpace(readOut.String()))
 	want := shell(t, db, "SELECT p, i, length(pad) FROM t ORDER BY rowid; SELECT * FROM acct;")
-	c, err := storage.Open("file://" + filepath.Join(rep, "bank.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	latest, err := storage.Latest(context.Background(), c, "")
-	if err != nil || latest == nil {
-		t.Fatalf("nothing on the replica: %v", err)
-	}
 	prevRows := 0
-	for txid := ltx.TXID(1); txid <= latest.MaxTXID; txid++ {
-		o := filepath.Join(t.TempDir(), "r.db")
-		if _, err := restore.Restore(context.Background(), c, "", o, restore.Options{TXID: txid}); err != nil {
-			t.Fatalf("restore TXID %d: %v", txid, err)
-		}
+	restoreEach(t, "file://"+filepath.Join(rep, "bank.db"), func(txid ltx.TXID, last bool, o string) {
 		var total, gaps, n int
 		got := shell(t, o, "SELECT sum(bal), (SELECT count(*) FROM (SELECT p FROM t GROUP BY p HAVING count(*) != max(i)+1)), (SELECT count(*) FROM t) FROM acct;")
 		if _, err := fmt.Sscanf(got, "%d|%d|%d", &total, &gaps, &n); err != nil || total != 1000 || gaps != 0 {
@@ -401,17 +392,149 @@ c.close()
 			t.Fatalf("TXID %d: %d rows, TXID %d had %d: the replica went back in time", txid, n, txid-1, prevRows)
 		}
 		prevRows = n
+		if last {
+			if got := shell(t, o, "SELECT p, i, length(pad) FROM t ORDER BY rowid; SELECT * FROM acct;"); got != want {
+				t.Fatalf("the latest TXID %d differs from the database: rows per writer %q, the database %q", txid,
+					shell(t, o, "SELECT p, count(*) FROM t GROUP BY p"), shell(t, db, "SELECT p, count(*) FROM t GROUP BY p"))
+			}
+		}
+	})
+}
+
+// restoreEach restores every TXID of the replica at url, in order, and
+// calls check with the restored file (last: the latest TXID); every 20th
+// and the latest also pass PRAGMA integrity_check.
+func restoreEach(t *testing.T, url string, check func(txid ltx.TXID, last bool, path string)) {
+	t.Helper()
+	c, err := storage.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest, err := storage.Latest(context.Background(), c, "")
+	if err != nil || latest == nil {
+		t.Fatalf("nothing on the replica %s: %v", url, err)
+	}
+	for txid := ltx.TXID(1); txid <= latest.MaxTXID; txid++ {
+		o := filepath.Join(t.TempDir(), "r.db")
+		if _, err := restore.Restore(context.Background(), c, "", o, restore.Options{TXID: txid}); err != nil {
+			t.Fatalf("restore TXID %d: %v", txid, err)
+		}
 		if txid%20 == 0 || txid == latest.MaxTXID {
 			if got := shell(t, o, "PRAGMA integrity_check;"); got != "ok\n" {
 				t.Fatalf("TXID %d: %s", txid, got)
 			}
 		}
-		if txid == latest.MaxTXID {
-			if got := shell(t, o, "SELECT p, i, length(pad) FROM t ORDER BY rowid; SELECT * FROM acct;"); got != want {
-				t.Fatalf("the latest TXID %d differs from the database", txid)
+		check(txid, txid == latest.MaxTXID, o)
+	}
+}
+
+// TestVFSWALKillOneWriter: two processes with the extension write one WAL
+// database; one is killed (kill -9) in the middle of a transaction whose
+// frames are in the -wal, and the other goes on writing and checkpointing.
+// The survivor's connection recovers the WAL (the dead writer's frames are
+// never committed); nothing either writer saw committed is missing from
+// the replica, nothing uncommitted is on it, and every TXID restores each
+// writer's rows without a gap.
+func TestVFSWALKillOneWriter(t *testing.T) {
+	dir, rep := t.TempDir(), t.TempDir()
+	env := extEnv(dir, rep)
+	db := filepath.Join(dir, "k.db")
+	shell(t, db, "PRAGMA journal_mode=WAL; CREATE TABLE t(p INTEGER, i INTEGER, b BLOB);")
+	killed := filepath.Join(dir, "killed")
+	writer := func(p int, script string) (*exec.Cmd, *bufio.Scanner) {
+		cmd := pyExt(t, env, `
+import time
+c = connect(sys.argv[1], timeout=30)
+c.execute("PRAGMA cache_size=10")
+p = int(sys.argv[2])
+def commit(i):
+    c.execute("BEGIN IMMEDIATE")
+    c.execute("INSERT INTO t VALUES(?, ?, randomblob(300))", (p, i))
+    c.execute("COMMIT")
+    print(i, flush=True)
+`+script, db, fmt.Sprint(p), killed)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		return cmd, bufio.NewScanner(stdout)
+	}
+	// The survivor commits until the other is killed, then 100 more with
+	// checkpoints of every kind.
+	survivor, survOut := writer(0, `
+i = 0
+while not os.path.exists(sys.argv[3]) and i < 20000:
+    commit(i); i += 1
+    time.sleep(0.002)
+for k in range(100):
+    commit(i); i += 1
+    if k % 20 == 19:
+        c.execute("PRAGMA wal_checkpoint(%s)" % ['PASSIVE', 'FULL', 'RESTART', 'TRUNCATE'][k // 20 % 4]).fetchall()
+c.close()
+`)
+	victim, victOut := writer(1, `
+for i in range(150):
+    commit(i)
+c.execute("BEGIN IMMEDIATE")
+for i in range(1000, 1300):
+    c.execute("INSERT INTO t VALUES(?, ?, randomblob(2000))", (p, i))
+print("open", flush=True)
+time.sleep(60)
+`)
+	acked, open := -1, false
+	for victOut.Scan() {
+		if victOut.Text() == "open" {
+			open = true
+			break
+		}
+		acked, _ = strconv.Atoi(victOut.Text())
+	}
+	if fi, err := os.Stat(db + "-wal"); err != nil || fi.Size() < 300000 {
+		t.Fatalf("the open transaction left no frames in the -wal (%v): the test proves nothing", err)
+	}
+	_ = victim.Process.Signal(syscall.SIGKILL)
+	_ = victim.Wait()
+	if acked != 149 || !open {
+		t.Fatalf("the writer to kill acknowledged up to %d (open transaction: %v)", acked, open)
+	}
+	if err := os.WriteFile(killed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	survAcked := -1
+	for survOut.Scan() {
+		survAcked, _ = strconv.Atoi(survOut.Text())
+	}
+	if err := survivor.Wait(); err != nil {
+		t.Fatalf("the surviving writer: %v", err)
+	}
+	// The next opener ships what is left staged.
+	py := pyExt(t, extEnv(dir, rep), `
+c = connect(sys.argv[1])
+print(c.execute("PRAGMA integrity_check").fetchone()[0], c.execute("SELECT count(*) FROM t WHERE i >= 1000").fetchone()[0])
+c.close()
+`, db)
+	if out, err := py.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok 0" {
+		t.Fatalf("reopen: %q (%v), want the database ok and nothing uncommitted", out, err)
+	}
+	want := fmt.Sprintf("%d|%d\n%d|%d\n", 0, survAcked, 1, acked)
+	if got := shell(t, db, "SELECT p, max(i) FROM t GROUP BY p ORDER BY p;"); got != want {
+		t.Fatalf("SQLite has %q, the writers saw %q committed", got, want)
+	}
+	restoreEach(t, "file://"+filepath.Join(rep, "k.db"), func(txid ltx.TXID, last bool, o string) {
+		if got := shell(t, o, "SELECT (SELECT count(*) FROM (SELECT p FROM t GROUP BY p HAVING count(*) != max(i)+1)), (SELECT count(*) FROM t WHERE i >= 1000);"); got != "0|0\n" {
+			t.Fatalf("TXID %d: writers with a gap, uncommitted rows: %q, want 0|0", txid, got)
+		}
+		if last {
+			if got := shell(t, o, "SELECT p, max(i) FROM t GROUP BY p ORDER BY p;"); got != want {
+				t.Fatalf("the latest TXID %d has %q, the writers saw %q committed", txid, got, want)
 			}
 		}
-	}
+	})
 }
 
 // waitProcesses waits for each process to exit successfully within limit
