@@ -143,7 +143,10 @@ type Config struct {
 // reads the -wal on from where the last capture of any process stopped.
 type Shared interface {
 	Lock() error
-	Unlock()
+	// Unlock ends a capture. What it staged may be written only now (the
+	// transactions of one capture together); an error means it was not,
+	// and wraps ErrUnstaged.
+	Unlock() error
 	// Load returns the head; ok is false when none is recorded yet.
 	Load() (h Head, ok bool, err error)
 	// Staged records that the transaction at pos is staged, where its
@@ -244,7 +247,7 @@ func Open(cfg Config) (*DB, error) {
 
 // locked runs a capture under the shared lock, after adopting what other
 // processes captured since this DB last did.
-func (d *DB) locked(capture func() error) error {
+func (d *DB) locked(capture func() error) (err error) {
 	sh := d.cfg.Shared
 	if sh == nil {
 		return capture()
@@ -252,7 +255,11 @@ func (d *DB) locked(capture func() error) error {
 	if err := sh.Lock(); err != nil {
 		return fmt.Errorf("lock the capture of %s: %w", d.cfg.Name, err)
 	}
-	defer sh.Unlock()
+	defer func() {
+		if uerr := sh.Unlock(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("write the capture of %s: %w", d.cfg.Name, uerr))
+		}
+	}()
 	head, ok, err := sh.Load()
 	if err != nil {
 		return fmt.Errorf("read the staged position of %s: %w", d.cfg.Name, err)

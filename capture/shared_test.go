@@ -19,8 +19,8 @@ type memShared struct {
 	ok   bool
 }
 
-func (s *memShared) Lock() error { s.mu.Lock(); return nil }
-func (s *memShared) Unlock()     { s.mu.Unlock() }
+func (s *memShared) Lock() error   { s.mu.Lock(); return nil }
+func (s *memShared) Unlock() error { s.mu.Unlock(); return nil }
 
 func (s *memShared) Load() (capture.Head, bool, error) { return s.head, s.ok, nil }
 

@@ -3,6 +3,7 @@ package shipper
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
@@ -334,14 +335,46 @@ type sharedCapture struct {
 	err  error // the staging could not be opened: every capture fails
 }
 
+// Lock starts a capture: the transactions it stages are written to the
+// pending log together, and staged.pos once, at Unlock (as Shipper.Batch
+// does for a process that owns its staging).
 func (c *sharedCapture) Lock() error {
 	if c.err != nil {
 		return c.err
 	}
-	return c.lock.lock()
+	if err := c.lock.lock(); err != nil {
+		return err
+	}
+	st := c.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.batching == 0 && len(st.batchBuf) == 0 {
+		st.writtenPos = st.pos
+	}
+	st.batching++
+	st.sharedFresh, st.lockAppends, st.sumsMissing = true, 0, false
+	return nil
 }
 
-func (c *sharedCapture) Unlock() { c.lock.unlock() }
+// Unlock writes what the capture staged, then staged.pos (the new head),
+// and releases the lock. If the records cannot be written, staged.pos
+// keeps the mark of the first append (resync): the page checksums already
+// describe the transactions that were not written.
+func (c *sharedCapture) Unlock() error {
+	st := c.st
+	st.mu.Lock()
+	st.batching--
+	_, err := st.writeBatchLocked()
+	if err == nil && st.lockAppends > 0 {
+		if serr := st.sharedStaged(st.sumsMissing); serr != nil {
+			err = fmt.Errorf("record the staged position of %s: %w (%w)", st.db, serr, capture.ErrUnstaged)
+		}
+	}
+	st.sharedFresh, st.lockAppends = false, 0
+	st.mu.Unlock()
+	c.lock.unlock()
+	return err
+}
 
 func (c *sharedCapture) Load() (capture.Head, bool, error) {
 	sp, ok, err := c.st.readStagedPos()
@@ -366,5 +399,9 @@ func (c *sharedCapture) Staged(pos capture.Pos, wal capture.WALPos, sumsStored b
 		return nil // not what this process staged last (a resync started)
 	}
 	c.st.wal = wal
+	if c.st.batching > 0 {
+		c.st.sumsMissing = c.st.sumsMissing || !sumsStored
+		return nil // written at Unlock
+	}
 	return c.st.sharedStaged(!sumsStored)
 }

@@ -120,3 +120,46 @@ func TestSharedStagingResetReachesOtherProcesses(t *testing.T) {
 		t.Fatal("restore after a reset by another process differs")
 	}
 }
+
+// TestSharedCaptureMarksHead: a capture's transactions and the new head
+// are written when its lock is released (one write each for the whole
+// capture); until then, from the first transaction staged on, staged.pos
+// asks a process that follows to resync, because the page checksums
+// already describe the new transactions. A process dying inside the
+// capture leaves exactly that.
+func TestSharedCaptureMarksHead(t *testing.T) {
+	stageDir, root := t.TempDir(), t.TempDir()
+	m := newMemDB(6)
+	s, err := shipper.New(shipper.Options{Dir: stageDir, Client: file.New(root), SyncInterval: time.Hour, Shared: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	var during []capture.Head
+	core, err := capture.Open(capture.Config{
+		Name: "x.db", Files: m, Shared: s.Shared("x.db"),
+		Sums: &dbfiles.SumsFile{Path: filepath.Join(s.StateDir("x.db"), "page-checksums")},
+		Sink: func(tx *capture.Tx) error {
+			if err := s.Stage("x.db", tx); err != nil {
+				return err
+			}
+			h, _, err := shipper.StagedHead(s, "x.db")
+			during = append(during, h)
+			return err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		m.change(t, core, 2+i, byte(i+1))
+		if len(during) != i+2 || !during[i+1].Resync {
+			t.Fatalf("capture %d: staged.pos while the capture held its lock: %+v; want the resync mark", i+1, during)
+		}
+		h, ok, err := shipper.StagedHead(s, "x.db")
+		if err != nil || !ok || h.Resync || h.Pos != core.Pos() {
+			t.Fatalf("capture %d: staged.pos after it: %+v (%v, %v); want %+v without the mark", i+1, h, ok, err, core.Pos())
+		}
+	}
+}

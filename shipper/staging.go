@@ -55,11 +55,17 @@ type stage struct {
 	batching   int
 	batchBuf   []byte
 	writtenPos capture.Pos
-	pos        capture.Pos      // last staged
-	wal        capture.WALPos   // shared staging: where pos's capture stopped reading the -wal
-	known      bool             // pos comes from this staging
-	shipped    capture.Pos      // last uploaded
-	compacted  map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
+	pos        capture.Pos    // last staged
+	wal        capture.WALPos // shared staging: where pos's capture stopped reading the -wal
+	// Shared staging, during a capture (sharedCapture's lock): fresh, the
+	// pending log is not reloaded yet; lockAppends, transactions appended;
+	// sumsMissing, the page checksums of one were not stored.
+	sharedFresh bool
+	lockAppends int
+	sumsMissing bool
+	known       bool             // pos comes from this staging
+	shipped     capture.Pos      // last uploaded
+	compacted   map[int]ltx.TXID // per compaction level: shipped TXID when last compacted
 	// newFiles counts, per level, the files this run wrote there since the
 	// last compaction into the level above (absent: unknown, e.g. after a
 	// restart). A level above one that got fewer than two has nothing to
@@ -280,11 +286,13 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	if st.resync {
 		return false, fmt.Errorf("%s: %w", st.db, capture.ErrResync)
 	}
-	if st.shared {
-		// The caller holds the capture lock (capture.Shared).
+	if st.shared && (st.batching == 0 || st.sharedFresh) {
+		// The caller holds the capture lock (capture.Shared): other
+		// processes may have staged since it last did.
 		if err := st.sharedPending(); err != nil {
 			return false, err
 		}
+		st.sharedFresh = false
 	}
 	// A transaction holding every page may jump ahead: a replica behind the
 	// others starts its history again from it (Fanout; upload writes a
@@ -327,7 +335,18 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 			return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
 		}
 		st.batchBuf = bb.Bytes()
+		if st.shared && st.lockAppends == 0 {
+			// The capture stores the page checksums of what it stages
+			// before staged.pos names it (sharedCapture.Unlock): until
+			// then, a process that follows must resync.
+			if err := st.sharedStaged(true); err != nil {
+				st.batchBuf = st.batchBuf[:n0]
+				return false, fmt.Errorf("stage transaction %d of %s: %w", tx.TXID, st.db, err)
+			}
+		}
+		st.lockAppends++
 		st.pos, st.known = pos, true
+		st.wal = capture.WALPos{} // until the capture says (capture.Shared.Staged)
 		st.noteStaged(tx.TXID)
 		if len(st.batchBuf) >= maxBatchBuf {
 			first, err := st.writeBatchLocked()
