@@ -255,7 +255,19 @@ func (d *DB) locked(capture func() error) (err error) {
 	if err := sh.Lock(); err != nil {
 		return fmt.Errorf("lock the capture of %s: %w", d.cfg.Name, err)
 	}
+	cs, caching := d.sums.(CachingSums)
 	defer func() {
+		if caching {
+			if ferr := cs.Flush(); ferr != nil {
+				// The transactions staged are not described by the shared
+				// checksums: whoever captures next ships the database whole.
+				d.known = false
+				if serr := sh.Staged(d.pos, d.wal.Pos(), false); serr != nil {
+					ferr = errors.Join(ferr, serr)
+				}
+				err = errors.Join(err, fmt.Errorf("store the page checksums of %s: %w", d.cfg.Name, ferr))
+			}
+		}
 		if uerr := sh.Unlock(); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("write the capture of %s: %w", d.cfg.Name, uerr))
 		}
@@ -263,6 +275,9 @@ func (d *DB) locked(capture func() error) (err error) {
 	head, ok, err := sh.Load()
 	if err != nil {
 		return fmt.Errorf("read the staged position of %s: %w", d.cfg.Name, err)
+	}
+	if caching && ok && (head.Pos != d.pos || head.Resync) {
+		cs.Forget() // another process captured: the shared store is newer
 	}
 	if ok && head.Resync {
 		// The shared state cannot be trusted: ship the database whole

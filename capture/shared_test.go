@@ -4,6 +4,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/capture"
 )
 
@@ -37,20 +38,74 @@ func (h *harness) sharedOrNil() capture.Shared {
 }
 
 // share makes the harness's DBs capture as processes sharing one staging;
-// it returns the DB of a second process, opened at the head.
+// it returns the DB of a second process, opened at the head. Each process
+// keeps checksums in memory in front of the shared store, as the front
+// ends do (capture.CachingSums).
 func (h *harness) share() *capture.DB {
 	h.t.Helper()
-	if h.sums == nil {
-		h.sums = &capture.MemSums{}
-	}
+	store := &capture.MemSums{}
 	h.shared = &memShared{}
+	h.sums = &cachedSums{store: store}
 	h.mustOpen(h.db.Pos()) // the first process again, with the shared state
 	a := h.db
+	h.sums = &cachedSums{store: store}
 	h.mustOpen(a.Pos())
 	b := h.db
 	h.db = a
 	return b
 }
+
+// cachedSums is a process's capture.CachingSums over the shared store:
+// writes stay in memory until Flush, reads are served from memory first,
+// until Forget.
+type cachedSums struct {
+	store *capture.MemSums
+	cache map[uint32]ltx.Checksum
+}
+
+func (c *cachedSums) ReadSums(first uint32, dst []ltx.Checksum) error {
+	if err := c.store.ReadSums(first, dst); err != nil {
+		return err
+	}
+	for i := range dst {
+		if v, ok := c.cache[first+uint32(i)]; ok {
+			dst[i] = v
+		}
+	}
+	return nil
+}
+
+func (c *cachedSums) WriteSums(first uint32, src []ltx.Checksum) error {
+	if c.cache == nil {
+		c.cache = map[uint32]ltx.Checksum{}
+	}
+	for i, v := range src {
+		c.cache[first+uint32(i)] = v
+	}
+	return nil
+}
+
+func (c *cachedSums) TruncateSums(n uint32) error {
+	for p := range c.cache {
+		if p > n {
+			delete(c.cache, p)
+		}
+	}
+	return c.store.TruncateSums(n)
+}
+
+// Flush writes what is cached and keeps it: reads go on hitting the cache
+// until Forget.
+func (c *cachedSums) Flush() error {
+	for p, v := range c.cache {
+		if err := c.store.WriteSums(p, []ltx.Checksum{v}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *cachedSums) Forget() { clear(c.cache) }
 
 // TestSharedWALCursor: two processes capture one WAL database at their
 // barriers, in turn. Each reads the -wal on from where the last capture of

@@ -20,6 +20,16 @@ type Sums interface {
 	TruncateSums(n uint32) error
 }
 
+// CachingSums is a Sums that keeps some checksums in memory in front of a
+// store other processes share (Config.Shared): Flush writes them to the
+// store before the capture's lock is released; Forget drops them when
+// another process captured since (the store has its newer ones).
+type CachingSums interface {
+	Sums
+	Flush() error
+	Forget()
+}
+
 // MemSums is a Sums in memory.
 type MemSums struct{ s []ltx.Checksum }
 

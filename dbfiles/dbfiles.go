@@ -406,7 +406,7 @@ func (d *Database) Capture(header []byte) (*capture.DB, error) {
 	}
 	shared := d.r.Stager.Shared(d.Name)
 	if d.sums == nil {
-		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums"), Cache: shared == nil}
+		d.sums = &SumsFile{Path: filepath.Join(d.r.Stager.StateDir(d.Name), "page-checksums"), Cache: true}
 	}
 	full := false
 	if f, ok := d.r.Stager.(FullNeeder); ok {

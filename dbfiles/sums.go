@@ -19,7 +19,9 @@ import (
 // memory (a few hundred at most) and written back when there are too many
 // or the database goes idle: a busy database's captures make no system call
 // for them. A crash loses nothing: the file is rebuilt at the next start.
-// Not for a file other processes read (shared staging).
+// In a file other processes share (shared staging), the capture core
+// flushes it before each capture's lock is released and makes it forget
+// what it keeps when another process captured (capture.CachingSums).
 type SumsFile struct {
 	Path  string
 	Cache bool
@@ -151,7 +153,11 @@ func (s *SumsFile) writeFile(first uint32, src []ltx.Checksum) error {
 
 // flushLocked writes the dirty cached checksums to the file and empties
 // the cache; s.mu is held.
-func (s *SumsFile) flushLocked() error {
+func (s *SumsFile) flushLocked() error { return s.writeBackLocked(true) }
+
+// writeBackLocked writes the dirty cached checksums to the file; empty:
+// the cache is emptied, else they stay cached, clean. s.mu is held.
+func (s *SumsFile) writeBackLocked(empty bool) error {
 	if len(s.cache) == 0 {
 		return nil
 	}
@@ -176,7 +182,13 @@ func (s *SumsFile) flushLocked() error {
 		}
 		i = j
 	}
-	clear(s.cache)
+	if empty {
+		clear(s.cache)
+		return nil
+	}
+	for _, p := range pgnos {
+		s.cache[p] = sumEntry{sum: s.cache[p].sum}
+	}
 	return nil
 }
 
@@ -193,6 +205,23 @@ func (s *SumsFile) TruncateSums(n uint32) error {
 		return err
 	}
 	return f.Truncate(8 * int64(n))
+}
+
+// Flush writes the cached checksums to the file (capture.CachingSums: the
+// file is shared with other processes, which read it once the capture's
+// lock is released).
+func (s *SumsFile) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writeBackLocked(false)
+}
+
+// Forget drops the cached checksums: another process wrote newer ones to
+// the file. Those not written yet are lost (Flush first).
+func (s *SumsFile) Forget() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.cache)
 }
 
 // Close writes back the cached checksums and releases the descriptor and

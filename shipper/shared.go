@@ -365,8 +365,15 @@ func (c *sharedCapture) Unlock() error {
 	st.mu.Lock()
 	st.batching--
 	_, err := st.writeBatchLocked()
-	if err == nil && st.lockAppends > 0 {
-		if serr := st.sharedStaged(st.sumsMissing); serr != nil {
+	if err == nil && (st.lockAppends > 0 || st.sumsMissing) {
+		serr := error(nil)
+		if st.sharedFresh {
+			serr = st.sharedPending() // nothing appended: the head as it is on disk, to mark
+		}
+		if serr == nil {
+			serr = st.sharedStaged(st.sumsMissing)
+		}
+		if serr != nil {
 			err = fmt.Errorf("record the staged position of %s: %w (%w)", st.db, serr, capture.ErrUnstaged)
 		}
 	}
@@ -393,15 +400,18 @@ func (c *sharedCapture) Load() (capture.Head, bool, error) {
 }
 
 func (c *sharedCapture) Staged(pos capture.Pos, wal capture.WALPos, sumsStored bool) error {
-	c.st.mu.Lock()
-	defer c.st.mu.Unlock()
-	if pos != c.st.pos {
-		return nil // not what this process staged last (a resync started)
+	st := c.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if pos == st.pos {
+		st.wal = wal
 	}
-	c.st.wal = wal
-	if c.st.batching > 0 {
-		c.st.sumsMissing = c.st.sumsMissing || !sumsStored
+	if st.batching > 0 {
+		st.sumsMissing = st.sumsMissing || !sumsStored
 		return nil // written at Unlock
 	}
-	return c.st.sharedStaged(!sumsStored)
+	if pos != st.pos {
+		return nil // not what this process staged last (a resync started)
+	}
+	return st.sharedStaged(!sumsStored)
 }

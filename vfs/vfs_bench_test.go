@@ -54,6 +54,7 @@ func BenchmarkSmallTx(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.StopTimer() // the last close ships what is staged
 		})
 	}
 }
