@@ -391,8 +391,8 @@ func (d *DB) verifyRefs(refs []pageRef, changes []change) error {
 	for _, c := range changes {
 		sums[c.pgno] = c.sum
 	}
-	var chunk [1024]ltx.Checksum
-	first := uint32(0) // page number of chunk[0]; 0: not read
+	var chunk []ltx.Checksum // allocated when a page is not a change (a full transaction)
+	first := uint32(0)       // page number of chunk[0]; 0: not read
 	for i := range refs {
 		r := &refs[i]
 		r.verify = true
@@ -400,9 +400,12 @@ func (d *DB) verifyRefs(refs []pageRef, changes []change) error {
 			r.sum = sum
 			continue
 		}
+		if chunk == nil {
+			chunk = make([]ltx.Checksum, 1024)
+		}
 		if first == 0 || r.pgno < first || r.pgno >= first+uint32(len(chunk)) {
 			first = r.pgno
-			if err := d.sums.ReadSums(first, chunk[:]); err != nil {
+			if err := d.sums.ReadSums(first, chunk); err != nil {
 				return fmt.Errorf("read the page checksums of %s: %w", d.cfg.Name, err)
 			}
 		}

@@ -317,7 +317,7 @@ func (st *stage) append(tx *capture.Tx) (first bool, err error) {
 	if st.batching > 0 {
 		// Kept for one write at the end of the batch.
 		if st.batchBuf == nil {
-			st.batchBuf = (*batchBufs.Get().(*[]byte))[:0]
+			st.batchBuf = getBatchBuf()
 		}
 		n0 := len(st.batchBuf)
 		bb := bytes.NewBuffer(st.batchBuf)
@@ -463,15 +463,28 @@ func (st *stage) writeBatchLocked() (first bool, err error) {
 }
 
 // Batch buffers are shared: a database holds one only while it stages a
-// batch.
-var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+// batch. A few are kept between batches in a free list the garbage collector
+// does not empty (a sync.Pool is emptied at every other collection, and a
+// busy database then grew a new buffer, zeroed, at every batch).
+var batchBufs = make(chan []byte, 4)
+
+func getBatchBuf() []byte {
+	select {
+	case b := <-batchBufs:
+		return b[:0]
+	default:
+		return make([]byte, 0, 64<<10)
+	}
+}
 
 // releaseBatchBuf returns the batch buffer to the pool; st.mu is held.
 func (st *stage) releaseBatchBuf() {
 	if st.batchBuf != nil && len(st.batchBuf) == 0 {
-		b := st.batchBuf
-		if cap(b) <= maxBatchBuf+256<<10 {
-			batchBufs.Put(&b)
+		if b := st.batchBuf; cap(b) <= 2*maxBatchBuf+256<<10 { // grown past maxBatchBuf by its last record
+			select {
+			case batchBufs <- b:
+			default: // enough kept
+			}
 		}
 		st.batchBuf = nil
 	}

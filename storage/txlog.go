@@ -259,8 +259,16 @@ func (tr *TxLogReader) finish() error {
 	}
 	if tr.left > 0 {
 		n := int64(tr.left) * (4 + int64(tr.rec.PageSize))
-		if _, err := io.CopyN(tr.crc, tr.br, n); err != nil {
-			return tr.truncated(err)
+		// Hashed in place in the reader's buffer (io.CopyN would allocate
+		// a buffer of up to 32 KiB per record).
+		for left := n; left > 0; {
+			b, err := tr.br.Peek(int(min(left, int64(tr.br.Size()))))
+			tr.crc.Write(b)
+			tr.br.Discard(len(b))
+			left -= int64(len(b))
+			if err != nil && left > 0 {
+				return tr.truncated(err)
+			}
 		}
 		tr.off += n
 		tr.left = 0
