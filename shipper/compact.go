@@ -176,14 +176,6 @@ func (st *stage) compactedInto(level, merged int) {
 
 // nothingToMerge reports whether level-1 is known to have fewer than two
 // files since the last compaction into level.
-// unknownNewFiles forgets how many files level got since it was last
-// merged: the level above is not skipped.
-func (st *stage) unknownNewFiles(level int) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	delete(st.newFiles, level)
-}
-
 func (st *stage) nothingToMerge(level int) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -261,11 +253,18 @@ func (s *Shipper) compactLevel(st *stage, level int) error {
 		}
 		return err
 	}
-	st.compactedInto(level, listed)
-	if last := src[len(src)-1]; last.MaxTXID > chain[len(chain)-1].MaxTXID {
-		// Files are left after the chain (past a restart of the history,
-		// afterGap): the next pass looks, whatever this run wrote.
-		st.unknownNewFiles(level - 1)
+	// Files left after the chain (past a restart of the history, afterGap)
+	// are not merged: they still count, and the next pass looks even if
+	// nothing ships meanwhile.
+	left := 0
+	for _, fi := range src {
+		if fi.MinTXID > chain[len(chain)-1].MaxTXID {
+			left++
+		}
+	}
+	st.compactedInto(level, listed-left)
+	if left > 0 {
+		st.forget(level)
 	}
 	if level == 1 {
 		st.coveredL0(chain, []*ltx.FileInfo{{Level: 1, MinTXID: chain[0].MinTXID, MaxTXID: chain[len(chain)-1].MaxTXID}})
