@@ -59,6 +59,11 @@ type Replica struct {
 	URL      string `yaml:"url"`
 	Endpoint string `yaml:"endpoint"` // S3-compatible server
 	Region   string `yaml:"region"`
+	// S3 server-side encryption (see storage.Options): sse is AES256 or
+	// aws:kms; sse-c-key-file holds an SSE-C key (32 bytes, raw or base64).
+	SSE         string `yaml:"sse"`
+	SSEKMSKeyID string `yaml:"sse-kms-key-id"`
+	SSECKeyFile string `yaml:"sse-c-key-file"`
 }
 
 // Log configures logging.

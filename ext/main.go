@@ -11,6 +11,9 @@
 //	WALSYNC_DIR            databases inside it replicate to <replica>/<relative path>;
 //	                       others to <replica>/<absolute path without the leading />
 //	                       (optional, default the working directory)
+//	WALSYNC_S3_SSE         S3 server-side encryption of uploads: AES256 or aws:kms (optional)
+//	WALSYNC_S3_SSE_KMS_KEY_ID  KMS key for aws:kms (optional)
+//	WALSYNC_S3_SSE_C_KEY   SSE-C key, 32 bytes in base64 (optional)
 //
 // Then, in the sqlite3 shell: .load ./walsync.so and .open 'file:x.db?vfs=walsync';
 // in Python: conn.load_extension("./walsync"). SQLite's symbols come from the
@@ -27,6 +30,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"os"
@@ -72,6 +76,15 @@ func register() error {
 			}
 			cfg.CompactionLevels = append(cfg.CompactionLevels, d)
 		}
+	}
+	cfg.Backend.SSE = os.Getenv("WALSYNC_S3_SSE")
+	cfg.Backend.SSEKMSKeyID = os.Getenv("WALSYNC_S3_SSE_KMS_KEY_ID")
+	if s := os.Getenv("WALSYNC_S3_SSE_C_KEY"); s != "" {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		if err != nil || len(key) != 32 {
+			return fmt.Errorf("WALSYNC_S3_SSE_C_KEY: want 32 bytes in base64 (e.g. from `openssl rand -base64 32`)")
+		}
+		cfg.Backend.SSECustomerKey = key
 	}
 	if cfg.Replica == "" {
 		return fmt.Errorf("WALSYNC_REPLICA is not set: set it to the replica root URL, e.g. file:///var/backups/walsync or s3://bucket/prefix")

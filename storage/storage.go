@@ -84,6 +84,41 @@ type Options struct {
 	Endpoint string
 	// Region overrides the region from the environment or shared config.
 	Region string
+	// SSE asks S3 to encrypt every object walsync uploads with its own keys:
+	// "AES256" (SSE-S3) or "aws:kms" (SSE-KMS, with SSEKMSKeyID or the
+	// account's default key). Empty: the bucket's default encryption.
+	SSE         string
+	SSEKMSKeyID string
+	// SSECustomerKey (SSE-C): the 32-byte key S3 encrypts each upload with
+	// and needs again to read it. Not with SSE.
+	SSECustomerKey []byte
+}
+
+// Server-side encryption modes (Options.SSE).
+const (
+	SSES3  = "AES256"
+	SSEKMS = "aws:kms"
+)
+
+// Validate reports options that cannot work together, naming them.
+func (o Options) Validate() error {
+	switch o.SSE {
+	case "", SSES3, SSEKMS:
+	default:
+		return fmt.Errorf("server-side encryption %q: use %s (SSE-S3) or %s (SSE-KMS)", o.SSE, SSES3, SSEKMS)
+	}
+	if o.SSEKMSKeyID != "" && o.SSE != SSEKMS {
+		return fmt.Errorf("a KMS key id is given without server-side encryption %s", SSEKMS)
+	}
+	if o.SSECustomerKey != nil {
+		if len(o.SSECustomerKey) != 32 {
+			return fmt.Errorf("the SSE-C key is %d bytes; it must be 32 (AES-256)", len(o.SSECustomerKey))
+		}
+		if o.SSE != "" {
+			return fmt.Errorf("SSE-C and server-side encryption %s exclude each other: choose one", o.SSE)
+		}
+	}
+	return nil
 }
 
 // Check asks a backend that can tell (S3: the bucket exists and the
@@ -117,6 +152,12 @@ func OpenWith(ctx context.Context, rawURL string, o Options) (Client, error) {
 	u, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if u.Scheme != "s3" && (o.SSE != "" || o.SSECustomerKey != nil) {
+		return nil, fmt.Errorf("%s: server-side encryption applies to s3:// replicas only", rawURL)
 	}
 	op, ok := openers[u.Scheme]
 	if !ok {

@@ -288,6 +288,14 @@ func openShippers(ms mountSettings, state string, ops *operations) (*shipper.Fan
 		}
 		o := backendOpts
 		o.Endpoint, o.Region = or(r.Endpoint, o.Endpoint), or(r.Region, o.Region)
+		if r.SSE != "" || r.SSEKMSKeyID != "" || r.SSECKeyFile != "" {
+			// The replica's own encryption replaces the flags'.
+			key, err := readSSECKey(r.SSECKeyFile, "")
+			if err != nil {
+				return fail(fmt.Errorf("replica %s: %w", urls[i], err))
+			}
+			o.SSE, o.SSEKMSKeyID, o.SSECustomerKey = r.SSE, r.SSEKMSKeyID, key
+		}
 		client, err := openReplicaWith(context.Background(), urls[i], o, true)
 		if err != nil {
 			return fail(err)

@@ -10,11 +10,15 @@
 // shared config, IMDS). An endpoint (Options.Endpoint, or AWS_ENDPOINT_URL_S3 /
 // AWS_ENDPOINT_URL) selects path-style addressing. Every upload carries an
 // SHA-256 checksum that the server verifies and the metadata
-// litestream-timestamp; downloads ask for checksum validation.
+// litestream-timestamp; downloads ask for checksum validation. Server-side
+// encryption (SSE-S3, SSE-KMS, SSE-C) applies to every upload, and SSE-C's
+// key to every download (Options).
 package s3
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +51,47 @@ type Client struct {
 	bucket   string
 	prefix   string
 	endpoint string
+	sse      sse
+}
+
+// sse is the server-side encryption of every upload and, for SSE-C, the
+// key every download needs.
+type sse struct {
+	mode, kmsKeyID string
+	// SSE-C: the key and its MD5, base64 as the headers carry them
+	customerKey, customerKeyMD5 string
+}
+
+func newSSE(o storage.Options) sse {
+	s := sse{mode: o.SSE, kmsKeyID: o.SSEKMSKeyID}
+	if o.SSECustomerKey != nil {
+		sum := md5.Sum(o.SSECustomerKey)
+		s.customerKey = base64.StdEncoding.EncodeToString(o.SSECustomerKey)
+		s.customerKeyMD5 = base64.StdEncoding.EncodeToString(sum[:])
+	}
+	return s
+}
+
+func (s sse) put(in *s3.PutObjectInput) {
+	if s.mode != "" {
+		in.ServerSideEncryption = types.ServerSideEncryption(s.mode)
+	}
+	if s.kmsKeyID != "" {
+		in.SSEKMSKeyId = aws.String(s.kmsKeyID)
+	}
+	if s.customerKey != "" {
+		in.SSECustomerAlgorithm = aws.String("AES256")
+		in.SSECustomerKey = aws.String(s.customerKey)
+		in.SSECustomerKeyMD5 = aws.String(s.customerKeyMD5)
+	}
+}
+
+func (s sse) get(in *s3.GetObjectInput) {
+	if s.customerKey != "" {
+		in.SSECustomerAlgorithm = aws.String("AES256")
+		in.SSECustomerKey = aws.String(s.customerKey)
+		in.SSECustomerKeyMD5 = aws.String(s.customerKeyMD5)
+	}
 }
 
 // New returns a client for s3://bucket/prefix.
@@ -74,7 +119,7 @@ func New(ctx context.Context, bucket, prefix string, o storage.Options) (*Client
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &Client{api: api, bucket: bucket, prefix: prefix, endpoint: endpoint}, nil
+	return &Client{api: api, bucket: bucket, prefix: prefix, endpoint: endpoint, sse: newSSE(o)}, nil
 }
 
 func firstEnv(names ...string) string {
@@ -200,11 +245,16 @@ func (c *Client) Levels(ctx context.Context, db string) ([]int, error) {
 // OpenLTXFile downloads one file, validating its checksum when the server has one.
 func (c *Client) OpenLTXFile(ctx context.Context, db string, level int, min, max ltx.TXID) (io.ReadCloser, error) {
 	key := c.key(db, level, min, max)
-	out, err := c.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	get := func(key string) (*s3.GetObjectOutput, error) {
+		in := &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled}
+		c.sse.get(in)
+		return c.api.GetObject(ctx, in)
+	}
+	out, err := get(key)
 	var nsk *types.NoSuchKey
 	if errors.As(err, &nsk) && level == storage.TxLogLevel {
 		key = c.levelPrefix(db, level) + storage.LegacyTxLogFilename(min, max)
-		out, err = c.api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+		out, err = get(key)
 	}
 	if err != nil {
 		if errors.As(err, &nsk) {
@@ -221,13 +271,15 @@ func (c *Client) WriteLTXFile(ctx context.Context, db string, level int, min, ma
 		return err
 	}
 	key := c.key(db, level, min, max)
-	_, err := c.api.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:            aws.String(c.bucket),
 		Key:               aws.String(key),
 		Body:              r,
 		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
 		Metadata:          map[string]string{"litestream-timestamp": ts.UTC().Format(time.RFC3339Nano)},
-	})
+	}
+	c.sse.put(in)
+	_, err := c.api.PutObject(ctx, in)
 	if err != nil {
 		return fmt.Errorf("put s3://%s/%s: %w", c.bucket, key, err)
 	}
