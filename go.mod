@@ -4,6 +4,7 @@ go 1.26.8
 
 // Why each direct dependency is here:
 require (
+	filippo.io/age v1.3.2 // client-side encryption of replica objects (the age format and its X25519 keys)
 	github.com/aws/aws-sdk-go-v2 v1.39.6 // S3 replicas: the standard credential chain, AWS_CA_BUNDLE, retries
 	github.com/aws/aws-sdk-go-v2/config v1.31.17 // S3: shared config and environment
 	github.com/aws/aws-sdk-go-v2/credentials v1.18.21 // S3 test server credentials
@@ -20,10 +21,11 @@ require (
 	github.com/superfly/ltx v0.5.3 // LTX files, the format Litestream 0.5 reads
 	go.yaml.in/yaml/v3 v3.0.4 // the configuration file (the YAML org's maintained yaml.v3: line numbers, unknown keys)
 	golang.org/x/sys v0.49.0 // flock, OFD locks, stat
-	golang.org/x/term v0.37.0 // is stderr a terminal (restore progress)
+	golang.org/x/term v0.45.0 // is stderr a terminal (restore progress)
 )
 
 require (
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.3 // indirect
 	github.com/aws/aws-sdk-go-v2/feature/ec2/imds v1.18.13 // indirect
 	github.com/aws/aws-sdk-go-v2/internal/configsources v1.4.13 // indirect
@@ -48,5 +50,6 @@ require (
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
+	golang.org/x/crypto v0.55.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
 )

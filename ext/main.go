@@ -14,6 +14,9 @@
 //	WALSYNC_S3_SSE         S3 server-side encryption of uploads: AES256 or aws:kms (optional)
 //	WALSYNC_S3_SSE_KMS_KEY_ID  KMS key for aws:kms (optional)
 //	WALSYNC_S3_SSE_C_KEY   SSE-C key, 32 bytes in base64 (optional)
+//	WALSYNC_AGE_IDENTITY   age identity (AGE-SECRET-KEY-1...): every upload is encrypted
+//	                       to its public key, and reads are decrypted with it (optional)
+//	WALSYNC_AGE_RECIPIENTS more age public keys to encrypt to (optional; needs the identity)
 //
 // Then, in the sqlite3 shell: .load ./walsync.so and .open 'file:x.db?vfs=walsync';
 // in Python: conn.load_extension("./walsync"). SQLite's symbols come from the
@@ -38,6 +41,8 @@ import (
 	"sync"
 	"time"
 
+	"filippo.io/age"
+	"github.com/walsync/walsync/storage"
 	"github.com/walsync/walsync/vfs"
 )
 
@@ -85,6 +90,20 @@ func register() error {
 			return fmt.Errorf("WALSYNC_S3_SSE_C_KEY: want 32 bytes in base64 (e.g. from `openssl rand -base64 32`)")
 		}
 		cfg.Backend.SSECustomerKey = key
+	}
+	var ids []age.Identity
+	if s := os.Getenv("WALSYNC_AGE_IDENTITY"); s != "" {
+		var err error
+		if ids, err = storage.ParseAgeIdentities("$WALSYNC_AGE_IDENTITY", []byte(s)); err != nil {
+			return err
+		}
+	}
+	recs, err := storage.ParseAgeRecipients("$WALSYNC_AGE_RECIPIENTS", os.Getenv("WALSYNC_AGE_RECIPIENTS"))
+	if err != nil {
+		return err
+	}
+	if err := cfg.Backend.SetAge(recs, ids); err != nil {
+		return err
 	}
 	if cfg.Replica == "" {
 		return fmt.Errorf("WALSYNC_REPLICA is not set: set it to the replica root URL, e.g. file:///var/backups/walsync or s3://bucket/prefix")

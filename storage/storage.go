@@ -15,6 +15,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"net/url"
@@ -92,6 +93,10 @@ type Options struct {
 	// SSECustomerKey (SSE-C): the 32-byte key S3 encrypts each upload with
 	// and needs again to read it. Not with SSE.
 	SSECustomerKey []byte
+	// AgeRecipients: every object written is encrypted to each of them
+	// (age.go). AgeIdentities open the encrypted objects read.
+	AgeRecipients []age.Recipient
+	AgeIdentities []age.Identity
 }
 
 // Server-side encryption modes (Options.SSE).
@@ -163,7 +168,11 @@ func OpenWith(ctx context.Context, rawURL string, o Options) (Client, error) {
 	if !ok {
 		return nil, fmt.Errorf("replica URL %q: unsupported scheme %q (supported: %s)", rawURL, u.Scheme, strings.Join(schemes(), ", "))
 	}
-	return op(ctx, u, o)
+	c, err := op(ctx, u, o)
+	if err != nil {
+		return nil, err
+	}
+	return withAge(c, o), nil
 }
 
 func schemes() []string {

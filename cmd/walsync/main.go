@@ -88,6 +88,9 @@ func newRootCmd() *cobra.Command {
 			if err := setLogger(level, format); err != nil {
 				return err
 			}
+			if err := loadAge(); err != nil {
+				return err
+			}
 			return loadSSE()
 		},
 	}
@@ -96,6 +99,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&backendOpts.Endpoint, "s3-endpoint", "", "URL of an S3-compatible server (path-style addressing); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS")
 	root.PersistentFlags().StringVar(&backendOpts.Region, "s3-region", "", "S3 region; default from AWS_REGION or the shared config")
 	addSSEFlags(root)
+	addAgeFlags(root)
 	root.Version = version()
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().BoolP("version", "v", false, "print walsync's version")

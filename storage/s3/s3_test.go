@@ -14,7 +14,7 @@ import (
 	"github.com/superfly/ltx"
 	"github.com/walsync/walsync/internal/s3test"
 	"github.com/walsync/walsync/storage"
-	"github.com/walsync/walsync/storage/s3"
+	_ "github.com/walsync/walsync/storage/s3"
 )
 
 // TestRoundTrip writes, lists, reads and deletes LTX files on a real S3
@@ -28,7 +28,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.(*s3.Client).Check(ctx); err != nil {
+	if err := c.(interface{ Check(context.Context) error }).Check(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ts := time.Date(2026, 11, 23, 10, 0, 0, 123e6, time.UTC)
@@ -46,10 +46,10 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("level 0 listing: %v %v", infos, err)
 	}
 	// One delimiter listing names the levels; the txlog directory is not one.
-	if levels, err := c.(*s3.Client).Levels(ctx, "a/b.db"); err != nil || len(levels) != 2 || levels[0] != 0 || levels[1] != 9 {
+	if levels, err := c.(storage.LevelLister).Levels(ctx, "a/b.db"); err != nil || len(levels) != 2 || levels[0] != 0 || levels[1] != 9 {
 		t.Fatalf("levels of a/b.db: %v %v", levels, err)
 	}
-	if levels, err := c.(*s3.Client).Levels(ctx, "a"); err != nil || len(levels) != 0 {
+	if levels, err := c.(storage.LevelLister).Levels(ctx, "a"); err != nil || len(levels) != 0 {
 		t.Fatalf("levels of a (a directory, not a database): %v %v", levels, err)
 	}
 	if fi, err := storage.Latest(ctx, c, "a/b.db"); err != nil || fi == nil || fi.Level != 0 || fi.MaxTXID != 4 {
@@ -97,7 +97,7 @@ func TestBadBucketOrCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.(*s3.Client).Check(ctx); err == nil || !strings.Contains(err.Error(), `"no-such-bucket"`) || !strings.Contains(err.Error(), srv.Endpoint) {
+	if err := c.(interface{ Check(context.Context) error }).Check(ctx); err == nil || !strings.Contains(err.Error(), `"no-such-bucket"`) || !strings.Contains(err.Error(), srv.Endpoint) {
 		t.Fatalf("unknown bucket: %v", err)
 	}
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
@@ -105,7 +105,7 @@ func TestBadBucketOrCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.(*s3.Client).Check(ctx); err == nil || !strings.Contains(err.Error(), "credentials") {
+	if err := c.(interface{ Check(context.Context) error }).Check(ctx); err == nil || !strings.Contains(err.Error(), "credentials") {
 		t.Fatalf("wrong credentials: %v", err)
 	}
 }
