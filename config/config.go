@@ -82,6 +82,17 @@ type Settings struct {
 	SnapshotInterval Duration   `yaml:"snapshot-interval"`
 	Retention        Duration   `yaml:"retention"`
 	L0Retention      Duration   `yaml:"l0-retention"`
+	// Keep: snapshots kept past the retention window, the newest of each
+	// of the newest N hours, days, weeks and months.
+	Keep Keep `yaml:"keep"`
+}
+
+// Keep is grandfather-father-son retention of snapshots.
+type Keep struct {
+	Hourly  int `yaml:"hourly"`
+	Daily   int `yaml:"daily"`
+	Weekly  int `yaml:"weekly"`
+	Monthly int `yaml:"monthly"`
 }
 
 // Override gives the databases whose path under the mount matches Match
@@ -194,6 +205,14 @@ func (c *Config) check() error {
 			return fmt.Errorf("replicas[%d]: %s is given twice", i, r.URL)
 		}
 		seen[u] = true
+	}
+	if k := c.Defaults.Keep; k.Hourly < 0 || k.Daily < 0 || k.Weekly < 0 || k.Monthly < 0 {
+		return errors.New("defaults.keep: counts must be 0 or more")
+	}
+	for i, o := range c.Databases {
+		if k := o.Keep; k.Hourly < 0 || k.Daily < 0 || k.Weekly < 0 || k.Monthly < 0 {
+			return fmt.Errorf("databases[%d].keep: counts must be 0 or more", i)
+		}
 	}
 	if c.Log.Format != "" && c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)

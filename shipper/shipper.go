@@ -74,6 +74,9 @@ type Options struct {
 	// transaction logs hold everything it does (default
 	// DefaultL0Retention; negative: until Retention deletes it).
 	L0Retention time.Duration
+	// Keep keeps snapshots older than Retention: the newest of each of the
+	// newest N hours, days, weeks and months (retention.go).
+	Keep GFS
 	// ForDB, if set, gives a database settings of its own; its zero
 	// fields keep the values above.
 	ForDB func(db string) DBOptions
@@ -89,12 +92,13 @@ type DBOptions struct {
 	SnapshotInterval time.Duration
 	Retention        time.Duration
 	L0Retention      time.Duration
+	Keep             GFS // zero: Options.Keep
 }
 
 // dbOptions resolves a database's settings.
 func (s *Shipper) dbOptions(db string) DBOptions {
 	o := DBOptions{SyncInterval: s.opts.SyncInterval, Levels: s.opts.Levels, SnapshotInterval: s.opts.SnapshotInterval,
-		Retention: s.opts.Retention, L0Retention: s.opts.L0Retention}
+		Retention: s.opts.Retention, L0Retention: s.opts.L0Retention, Keep: s.opts.Keep}
 	if s.opts.ForDB == nil {
 		return o
 	}
@@ -113,6 +117,9 @@ func (s *Shipper) dbOptions(db string) DBOptions {
 	}
 	if own.L0Retention != 0 {
 		o.L0Retention = own.L0Retention
+	}
+	if own.Keep != (GFS{}) {
+		o.Keep = own.Keep
 	}
 	return o
 }

@@ -104,7 +104,7 @@ func newRootCmd() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().BoolP("version", "v", false, "print walsync's version")
 	root.AddCommand(newMountCmd(), newRestoreCmd(), newLsCmd(), newVerifyCmd(), newReplicateCmd(), newVersionCmd(),
-		newStatusCmd(), newSnapshotCmd(), newWatchCmd())
+		newStatusCmd(), newSnapshotCmd(), newWatchCmd(), newRetentionCmd())
 	return root
 }
 

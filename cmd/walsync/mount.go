@@ -92,6 +92,9 @@ mount through a socket in DIR/.walsync.`,
 			case len(ms.replicas) > shipper.MaxReplicas:
 				return fmt.Errorf("%d replicas: at most %d", len(ms.replicas), shipper.MaxReplicas)
 			}
+			if err := checkGFS(ms.opts.Keep); err != nil {
+				return err
+			}
 			setMemoryLimit(cmd, ms.memLimitMB)
 			trimAfterStartup()
 			ms.opts.MaxStaging = ms.maxStagingMB << 20
@@ -125,6 +128,7 @@ func shipperFlags(cmd *cobra.Command, ms *mountSettings) {
 	durationFlag(cmd, &ms.opts.SnapshotInterval, "snapshot-interval", 24*time.Hour, "how often a full snapshot (level 9) is written")
 	durationFlag(cmd, &ms.opts.Retention, "retention", 24*time.Hour, "how long every transaction stays restorable; older files are deleted")
 	durationFlag(cmd, &ms.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for staged transactions to upload; what is left stays staged and the exit status is 1")
+	gfsFlags(cmd, &ms.opts.Keep)
 	f.DurationVar(&ms.opts.L0Retention, "l0-retention", shipper.DefaultL0Retention, "how long a level-0 file stays once level 1 and the transaction logs hold what it does (negative: until --retention)")
 	f.Int64Var(&ms.maxStagingMB, "max-staging-mb", 1024, "bound of the local staging in MiB; past it staged batches are merged (0: unbounded)")
 	durationFlag(cmd, &ms.opts.MaxBackoff, "retry-max-backoff", 30*time.Second, "longest wait between retries of a failed upload (exponential backoff with jitter)")

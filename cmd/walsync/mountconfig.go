@@ -60,6 +60,10 @@ func (ms *mountSettings) applyConfig(cmd *cobra.Command, file string) error {
 	set("snapshot-interval", func() { o.SnapshotInterval = orD(d.SnapshotInterval, o.SnapshotInterval) })
 	set("retention", func() { o.Retention = orD(d.Retention, o.Retention) })
 	set("l0-retention", func() { o.L0Retention = orD(d.L0Retention, o.L0Retention) })
+	set("keep-hourly", func() { o.Keep.Hourly = orI(d.Keep.Hourly, o.Keep.Hourly) })
+	set("keep-daily", func() { o.Keep.Daily = orI(d.Keep.Daily, o.Keep.Daily) })
+	set("keep-weekly", func() { o.Keep.Weekly = orI(d.Keep.Weekly, o.Keep.Weekly) })
+	set("keep-monthly", func() { o.Keep.Monthly = orI(d.Keep.Monthly, o.Keep.Monthly) })
 	set("compaction-levels", func() {
 		if len(d.CompactionLevels) > 0 {
 			o.Levels = durations(d.CompactionLevels)
@@ -91,9 +95,17 @@ func (ms *mountSettings) applyConfig(cmd *cobra.Command, file string) error {
 	o.ForDB = func(db string) shipper.DBOptions {
 		s := cfg.Override(db)
 		return shipper.DBOptions{SyncInterval: s.SyncInterval.D(), Levels: durations(s.CompactionLevels),
-			SnapshotInterval: s.SnapshotInterval.D(), Retention: s.Retention.D(), L0Retention: s.L0Retention.D()}
+			SnapshotInterval: s.SnapshotInterval.D(), Retention: s.Retention.D(), L0Retention: s.L0Retention.D(),
+			Keep: shipper.GFS(s.Keep)}
 	}
 	return nil
+}
+
+func orI(v, def int) int {
+	if v != 0 {
+		return v
+	}
+	return def
 }
 
 func or(v, def string) string {

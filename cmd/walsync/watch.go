@@ -52,6 +52,9 @@ database file, or the whole database ships as the next transaction.`,
 			if len(args) == 0 && len(dirs) == 0 {
 				return errors.New("give the databases to watch (paths) or --dir DIR")
 			}
+			if err := checkGFS(ms.opts.Keep); err != nil {
+				return err
+			}
 			for _, u := range replicaURLs {
 				ms.replicas = append(ms.replicas, config.Replica{URL: u})
 			}
