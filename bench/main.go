@@ -438,6 +438,10 @@ func report(r results) {
 		} else {
 			fmt.Fprintf(tw, "restore %.0f MB from S3, MB/s (plain: litestream)\t%.1f\t%.1f\t%.2fx\t>= 1x\t%s\n", rs.SizeMB, rs.LitestreamMBps, rs.WalsyncMBps, rs.Ratio, verdict(rs.Pass))
 		}
+		if rs.AgeMBps > 0 {
+			fmt.Fprintf(tw, "restore %.0f MB, age-encrypted, MB/s (plain: unencrypted)\t%.1f\t%.1f\t%.2fx\t>= 0.9x\t%s\n", rs.SizeMB, rs.WalsyncMBps, rs.AgeMBps, rs.AgeSpeedRatio, verdict(rs.AgeSpeedRatio >= 0.9))
+			fmt.Fprintf(tw, "restore %.0f MB, age-encrypted, peak RSS MB (plain: unencrypted)\t%.1f\t%.1f\t%.2fx\t<= 1.1x\t%s\n", rs.SizeMB, rs.WalsyncRSSMB, rs.AgeRSSMB, rs.AgeRSSRatio, verdict(rs.AgeRSSRatio <= 1.1))
+		}
 	}
 	tw.Flush()
 	fmt.Println()
