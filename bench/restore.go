@@ -67,40 +67,16 @@ func measureRestore(ctx context.Context, bin, root string, sizeMB int) (restoreR
 	r.SizeMB = float64(fi.Size()) / 1e6
 	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_S3=" + srv.Endpoint}
 
-	// walsync: copy the database into a mount; it ships it at close.
-	mnt, data := filepath.Join(root, "rmnt"), filepath.Join(root, "rdata")
-	os.MkdirAll(mnt, 0o755)
-	w, err := startWalsync(bin, mnt, data, "s3://restore/ws", syncInterval, nil, env...)
-	if err != nil {
+	// walsync: copy the database into a mount; it ships it at close. The
+	// same again, encrypted with age.
+	if err := shipThroughMount(bin, root, "r", "s3://restore/ws", src, env, nil); err != nil {
 		return r, err
 	}
-	// Its first upload is the whole database, twice (the level-9 snapshot
-	// and the level-0 file of TXID 1), at SIGINT.
-	w.exitTimeout = 20 * time.Minute
-	if err := copyFile(src, filepath.Join(mnt, "big.db")); err != nil {
-		w.stop()
-		return r, err
-	}
-	if err := w.stop(); err != nil { // flushes
-		return r, err
-	}
-	// The same, encrypted with age.
 	idFile := filepath.Join(root, "age.key")
 	if err := writeAgeIdentity(idFile); err != nil {
 		return r, err
 	}
-	emnt, edata := filepath.Join(root, "emnt"), filepath.Join(root, "edata")
-	os.MkdirAll(emnt, 0o755)
-	we, err := startWalsync(bin, emnt, edata, "s3://restore/age", syncInterval, []string{"--age-identity", idFile}, env...)
-	if err != nil {
-		return r, err
-	}
-	we.exitTimeout = 20 * time.Minute
-	if err := copyFile(src, filepath.Join(emnt, "big.db")); err != nil {
-		we.stop()
-		return r, err
-	}
-	if err := we.stop(); err != nil {
+	if err := shipThroughMount(bin, root, "e", "s3://restore/age", src, env, []string{"--age-identity", idFile}); err != nil {
 		return r, err
 	}
 
@@ -177,6 +153,25 @@ func measureRestore(ctx context.Context, bin, root string, sizeMB int) (restoreR
 	r.Ratio = r.WalsyncMBps / r.LitestreamMBps
 	r.Pass = r.Ratio >= 1
 	return r, nil
+}
+
+// shipThroughMount copies src into a walsync mount (its directories under
+// root start with name) that ships it to url, and stops it: its first
+// upload is the whole database, twice (the level-9 snapshot and the level-0
+// file of TXID 1), at SIGINT.
+func shipThroughMount(bin, root, name, url, src string, env, extra []string) error {
+	mnt, data := filepath.Join(root, name+"mnt"), filepath.Join(root, name+"data")
+	os.MkdirAll(mnt, 0o755)
+	w, err := startWalsync(bin, mnt, data, url, syncInterval, extra, env...)
+	if err != nil {
+		return err
+	}
+	w.exitTimeout = 20 * time.Minute
+	if err := copyFile(src, filepath.Join(mnt, filepath.Base(src))); err != nil {
+		w.stop()
+		return err
+	}
+	return w.stop() // flushes
 }
 
 // writeAgeIdentity writes a new age identity file, as age-keygen does.

@@ -387,17 +387,17 @@ func (d *DB) readDBPage(pgno uint32) (change, error) {
 // restarted over it, a checkpoint wrote the database file); it is then
 // refused rather than staged.
 func (d *DB) verifyRefs(refs []pageRef, changes []change) error {
-	sums := make(map[uint32]ltx.Checksum, len(changes))
-	for _, c := range changes {
-		sums[c.pgno] = c.sum
-	}
 	var chunk []ltx.Checksum // allocated when a page is not a change (a full transaction)
 	first := uint32(0)       // page number of chunk[0]; 0: not read
+	j := 0                   // refs and changes are both in page order
 	for i := range refs {
 		r := &refs[i]
 		r.verify = true
-		if sum, ok := sums[r.pgno]; ok {
-			r.sum = sum
+		for j < len(changes) && changes[j].pgno < r.pgno {
+			j++
+		}
+		if j < len(changes) && changes[j].pgno == r.pgno {
+			r.sum = changes[j].sum
 			continue
 		}
 		if chunk == nil {

@@ -171,13 +171,11 @@ func TestOutsideRestartWhileLooking(t *testing.T) {
 	}
 }
 
-// TestOutsideCheckpointBetweenPasses: establishing the state replays the
-// database file and the WAL twice (first to find the captured position,
-// then to capture what follows it). A checkpoint may copy frames into the
-// database file between the two passes, as the read slot walsync holds lets
-// it: the second pass must not capture increments over that mixture (a
-// page the checkpoint copied would look unchanged and never ship).
-func TestOutsideCheckpointBetweenPasses(t *testing.T) {
+// setupTwoPasses leaves a DB whose next look establishes the state in two
+// passes: a restart it cannot prove (new salts), then two commits after
+// the captured position, both in the WAL.
+func setupTwoPasses(t *testing.T) (*harness, *sqliteWAL) {
+	t.Helper()
 	h, s := setupOutside(t)
 	s.commitPage(2, 1)
 	wantIncrements(t, h.sync(), 1)
@@ -185,6 +183,17 @@ func TestOutsideCheckpointBetweenPasses(t *testing.T) {
 	s.restart(0x5eed0001, 0x5eed0002) // new salts: not provable, established
 	s.commitPage(2, 2)
 	s.commitPage(3, 3)
+	return h, s
+}
+
+// TestOutsideCheckpointBetweenPasses: establishing the state replays the
+// database file and the WAL twice (first to find the captured position,
+// then to capture what follows it). A checkpoint may copy frames into the
+// database file between the two passes, as the read slot walsync holds lets
+// it: the second pass must not capture increments over that mixture (a
+// page the checkpoint copied would look unchanged and never ship).
+func TestOutsideCheckpointBetweenPasses(t *testing.T) {
+	h, _ := setupTwoPasses(t)
 	ps := int64(h.mustModel().ps)
 	reads := 0
 	h.files.beforeRead = func(k capture.Kind, off int64) {
@@ -210,13 +219,7 @@ func TestOutsideCheckpointBetweenPasses(t *testing.T) {
 // increment would go over a state the replica lacks); it establishes again
 // and ships them (whole: they cannot be told apart any more).
 func TestOutsideRestartBetweenPasses(t *testing.T) {
-	h, s := setupOutside(t)
-	s.commitPage(2, 1)
-	wantIncrements(t, h.sync(), 1)
-	rawCheckpoint(h)
-	s.restart(0x5eed0001, 0x5eed0002) // new salts: not provable, established
-	s.commitPage(2, 2)
-	s.commitPage(3, 3)
+	h, s := setupTwoPasses(t)
 	headers, restarted := 0, false
 	h.files.beforeRead = func(k capture.Kind, off int64) {
 		if k != capture.WALFile || off != 0 {
