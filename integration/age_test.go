@@ -156,3 +156,49 @@ func TestAgeEncryptionEndToEnd(t *testing.T) {
 		t.Fatalf("the mixed replica has %d plaintext and %d encrypted objects; want both", plainLeft, encrypted)
 	}
 }
+
+// TestAgeEncryptionExtension: the loadable extension encrypts with the
+// identity in WALSYNC_AGE_IDENTITY; its replica restores with it and holds
+// no object in plaintext.
+func TestAgeEncryptionExtension(t *testing.T) {
+	dir, rep := t.TempDir(), t.TempDir()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idFile := filepath.Join(t.TempDir(), "id.key")
+	if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(extEnv(dir, rep), "WALSYNC_AGE_IDENTITY="+id.String())
+	py := pyExt(t, env, `
+c = connect(sys.argv[1])
+c.execute("CREATE TABLE t(x)")
+c.execute("INSERT INTO t VALUES('ext-secret-7d2f')")
+c.close()
+`, filepath.Join(dir, "e.db"))
+	if out, err := py.CombinedOutput(); err != nil {
+		t.Fatalf("extension writer: %v\n%s", err, out)
+	}
+	objs := bucketObjects(t, rep)
+	if len(objs) == 0 {
+		t.Fatal("the extension shipped nothing")
+	}
+	for p, content := range objs {
+		if !bytes.HasPrefix(content, []byte("age-encryption.org/v1\n")) || bytes.Contains(content, []byte("ext-secret-7d2f")) {
+			t.Errorf("%s is not encrypted", p)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "r.db")
+	restoreCLI(t, "file://"+filepath.Join(rep, "e.db"), out, "--age-identity", idFile)
+	if got := shell(t, out, "SELECT x FROM t;"); got != "ext-secret-7d2f\n" {
+		t.Fatalf("restored %q", got)
+	}
+	// WALSYNC_AGE_RECIPIENTS without the identity: the extension does not load.
+	py = pyExt(t, append(extEnv(t.TempDir(), t.TempDir()), "WALSYNC_AGE_RECIPIENTS="+id.Recipient().String()), `
+print("loaded")
+`)
+	if b, err := py.CombinedOutput(); err == nil || !strings.Contains(string(b), "age recipients are given without an identity") {
+		t.Fatalf("extension with recipients and no identity: %v\n%s", err, b)
+	}
+}
