@@ -37,6 +37,8 @@ type memFiles struct {
 	// beforeRead, when set, runs before each read, outside the lock: a
 	// test makes SQLite act between two reads of a look from outside.
 	beforeRead func(k capture.Kind, off int64)
+	// failRead, when set, fails the reads it returns an error for.
+	failRead func(k capture.Kind, off int64) error
 }
 
 var _ capture.Files = (*memFiles)(nil)
@@ -44,6 +46,11 @@ var _ capture.Files = (*memFiles)(nil)
 func (f *memFiles) ReadAt(k capture.Kind, p []byte, off int64) (int, error) {
 	if hook := f.beforeRead; hook != nil {
 		hook(k, off)
+	}
+	if fail := f.failRead; fail != nil {
+		if err := fail(k, off); err != nil {
+			return 0, err
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

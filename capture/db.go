@@ -201,6 +201,9 @@ type DB struct {
 	walMode  bool         // page 1 says WAL (file format versions 2)
 
 	wal WALCursor
+	// replaying: establish is rewriting the page checksums from the files;
+	// if it fails, they describe no staged position (see locked).
+	replaying bool
 
 	journalLive bool
 	dirty       map[uint32]struct{}
@@ -257,6 +260,15 @@ func (d *DB) locked(capture func() error) (err error) {
 	}
 	cs, caching := d.sums.(CachingSums)
 	defer func() {
+		if err != nil && d.replaying {
+			// Establish failed half way: the shared checksums are those of
+			// no staged position. Whoever captures next ships the
+			// database whole.
+			d.known, d.replaying = false, false
+			if serr := sh.Staged(d.pos, WALPos{}, false); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
 		if caching {
 			if ferr := cs.Flush(); ferr != nil {
 				// The transactions staged are not described by the shared

@@ -29,7 +29,11 @@ func (d *DB) establish() error {
 			return fmt.Errorf("%s: %w", d.cfg.Name, err)
 		}
 	}
-	return d.establishAttempt(0)
+	err := d.establishAttempt(0)
+	if err == nil {
+		d.replaying = false // the page checksums are those of the captured position
+	}
+	return err
 }
 
 // errMovedUnderRead: the second replay of establish did not reach the
@@ -163,6 +167,7 @@ func (d *DB) replay(file fileState, capture func(tx *WALTx) (bool, error)) error
 	d.commit, d.xor, d.walMode = file.commit, 0, file.walMode
 	d.wal.Reset()
 	d.readWALHeader()
+	d.replaying = true // until establish ends well: see DB.locked
 	if err := d.sums.TruncateSums(0); err != nil {
 		return fmt.Errorf("reset page checksums of %s: %w", d.cfg.Name, err)
 	}

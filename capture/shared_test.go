@@ -1,6 +1,7 @@
 package capture_test
 
 import (
+	"errors"
 	"sync"
 	"testing"
 
@@ -138,4 +139,37 @@ func TestSharedWALCursor(t *testing.T) {
 	look(a, 1, "a after restart")
 	s.commitPage(3, 7)
 	look(b, 1, "b after restart")
+}
+
+// TestSharedEstablishFailsHalfWay: a process's establish fails after it
+// started rewriting the shared page checksums (a read error half way
+// through the database file). The head must then ask for a resync: the
+// other process, which trusts the shared checksums at the head, would
+// otherwise ship increments computed against a half-rebuilt state.
+func TestSharedEstablishFailsHalfWay(t *testing.T) {
+	h, s := setupOutside(t)
+	h.share() // a second process, b, whose checksum cache h.open uses
+	a := h.db
+	s.commitPage(2, 1)
+	s.commitPage(3, 2)
+	wantIncrements(t, h.sync(), 2)
+	// b opens the database again (its state rebuilt from the files) and
+	// fails reading page 3 of the database file.
+	h.files.failRead = func(k capture.Kind, off int64) error {
+		if k == capture.DBFile && off == 2*1024 {
+			return errors.New("injected read error")
+		}
+		return nil
+	}
+	if err := h.open(a.Pos()); err == nil {
+		t.Fatal("establish with a failing read succeeded")
+	}
+	h.files.failRead = nil
+	if !h.shared.head.Resync {
+		t.Fatalf("head after a failed establish: %+v; want the resync mark", h.shared.head)
+	}
+	// a's next capture ships the database whole, and the replica is right.
+	s.commitPage(2, 3)
+	h.db = a
+	wantWhole(t, h.sync())
 }
