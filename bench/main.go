@@ -20,11 +20,13 @@
 //     10 tx/s each, walsync beside Litestream 0.5.18, one after the other,
 //     each behind a counting proxy (targets: PUTs and all requests per 1,000
 //     tx and replica bytes <= Litestream's, startup <= 5 requests per
-//     database; s3cost.go).
+//     database; s3cost.go);
+//   - age: the scale scenario twice, without and with age encryption
+//     (--age-identity): walsync's RSS with 100 active (target <= 1.1x).
 //
 // Usage:
 //
-//	go run ./bench --walsync bin/walsync [--out bench.json] [--duration 5s] [--only writes,reads,scale,vfs,restore,s3cost]
+//	go run ./bench --walsync bin/walsync [--out bench.json] [--duration 5s] [--only writes,reads,scale,vfs,restore,s3cost,watch,age]
 //
 // `--only s3cost` runs just the S3 request count (about 3 minutes;
 // --s3cost-duration and --s3cost-compaction shorten it).
@@ -74,6 +76,7 @@ type results struct {
 	Restore *restoreResult `json:"restore_from_s3,omitempty"`
 	S3Cost  *s3costResult  `json:"s3_requests_vs_litestream,omitempty"`
 	Watch   *watchResult   `json:"watch_vs_litestream,omitempty"`
+	Age     *ageResult     `json:"scale_age_encrypted,omitempty"`
 }
 
 type writeResult struct {
@@ -89,7 +92,7 @@ type writeResult struct {
 	Pass      bool      `json:"pass"`
 }
 
-var allParts = []string{"writes", "vfs", "reads", "scale", "restore", "s3cost", "watch"}
+var allParts = []string{"writes", "vfs", "reads", "scale", "restore", "s3cost", "watch", "age"}
 
 func main() {
 	bin := flag.String("walsync", "bin/walsync", "walsync binary")
@@ -166,6 +169,13 @@ func run(ctx context.Context, bin, out string, dur time.Duration, parts map[stri
 			return err
 		}
 		res.S3Cost = &sc
+	}
+	if parts["age"] {
+		ar, err := measureAgeScale(ctx, bin, root)
+		if err != nil {
+			return err
+		}
+		res.Age = &ar
 	}
 	if parts["watch"] {
 		wr, err := measureWatch(ctx, bin, root, dur)
@@ -396,7 +406,7 @@ func sampleRSS(pid int) (highest func() memory) {
 }
 
 func report(r results) {
-	if len(r.Writes) == 0 && len(r.VFS) == 0 && r.Reads == nil && r.Scale == nil && r.Restore == nil {
+	if len(r.Writes) == 0 && len(r.VFS) == 0 && r.Reads == nil && r.Scale == nil && r.Restore == nil && r.Age == nil {
 		if r.S3Cost != nil {
 			fmt.Println()
 			reportS3Cost(r.S3Cost)
@@ -442,6 +452,10 @@ func report(r results) {
 			fmt.Fprintf(tw, "restore %.0f MB, age-encrypted, MB/s (plain: unencrypted)\t%.1f\t%.1f\t%.2fx\t>= 0.9x\t%s\n", rs.SizeMB, rs.WalsyncMBps, rs.AgeMBps, rs.AgeSpeedRatio, verdict(rs.AgeSpeedRatio >= 0.9))
 			fmt.Fprintf(tw, "restore %.0f MB, age-encrypted, peak RSS MB (plain: unencrypted)\t%.1f\t%.1f\t%.2fx\t<= 1.1x\t%s\n", rs.SizeMB, rs.WalsyncRSSMB, rs.AgeRSSMB, rs.AgeRSSRatio, verdict(rs.AgeRSSRatio <= 1.1))
 		}
+	}
+	if a := r.Age; a != nil {
+		fmt.Fprintf(tw, "RSS, 1,000 dbs idle, age-encrypted MB (plain: unencrypted)\t%.1f\t%.1f\t%.2fx\t\t\n", a.PlainIdleMB, a.AgeIdleMB, a.AgeIdleMB/a.PlainIdleMB)
+		fmt.Fprintf(tw, "RSS, 100 of them active, age-encrypted MB (plain: unencrypted)\t%.1f\t%.1f\t%.2fx\t<= 1.1x\t%s\n", a.PlainActiveMB, a.AgeActiveMB, a.Ratio, verdict(a.Pass))
 	}
 	tw.Flush()
 	fmt.Println()

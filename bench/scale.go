@@ -192,7 +192,7 @@ func (c *countingS3) stop() {
 }
 
 // measureScale runs the scale scenario against a local S3 server.
-func measureScale(ctx context.Context, bin, root string) (r scaleResult, err error) {
+func measureScale(ctx context.Context, bin, root string, extra ...string) (r scaleResult, err error) {
 	s3, err := startCountingS3(filepath.Join(root, "s3"))
 	if err != nil {
 		return r, err
@@ -202,7 +202,7 @@ func measureScale(ctx context.Context, bin, root string) (r scaleResult, err err
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return r, err
 	}
-	w, err := startWalsync(bin, mnt, data, "s3://bench/x", syncInterval, nil, s3.env()...)
+	w, err := startWalsync(bin, mnt, data, "s3://bench/x", syncInterval, extra, s3.env()...)
 	if err != nil {
 		return r, err
 	}
