@@ -32,8 +32,9 @@ var ErrEncrypted = errors.New("encrypted with age")
 
 // ageMemLimit: objects up to this size are encrypted in memory before an
 // upload, larger ones into a temporary file (an upload must be able to
-// start again from the beginning).
-const ageMemLimit = 8 << 20
+// start again from the beginning; the file holds ciphertext only). Small:
+// up to 32 uploads run at once under a heap limit of a few tens of MiB.
+const ageMemLimit = 1 << 20
 
 // ageClient encrypts what it writes and decrypts what it reads.
 type ageClient struct {

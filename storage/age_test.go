@@ -46,7 +46,7 @@ func TestAgeEncryption(t *testing.T) {
 	marker := []byte("MARKER-7c1e-plaintext")
 	plainBody := append([]byte("before encryption "), marker...)
 	secretBody := append([]byte("after encryption "), marker...)
-	big := bytes.Repeat(marker, 9<<20/len(marker)+1) // past the in-memory limit
+	big := bytes.Repeat(marker, 3<<20/len(marker)+1) // past the in-memory limit
 	if err := open(storage.Options{}).WriteLTXFile(ctx, "a.db", 0, 1, 1, bytes.NewReader(plainBody), time.Now()); err != nil {
 		t.Fatal(err)
 	}
