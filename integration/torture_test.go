@@ -287,6 +287,12 @@ func tortureKillCycles(t *testing.T, srv *s3test.Server, ls string, rnd *rand.Ra
 		if w.commits == 0 || w.hung > 0 || w.crashes > 0 {
 			t.Errorf("writer %s: %d commits, %d hung shell invocations, %d crashed processes", w.name, w.commits, w.hung, w.crashes)
 		}
+		if n := w.malformed(); n > 0 {
+			// Seen only by a writer whose mount was killed under it (see
+			// tortureWriter.malformed); the integrity checks below decide.
+			t.Logf("writer %s: SQLite reported the database malformed %d times (times in %s.errors, walsync's kills in %s)",
+				w.name, n, w.log, logPath)
+		}
 	}
 	if ackedAfterRestart <= ackedBefore || stalls > 0 {
 		t.Errorf("the writers made no progress after the restarts (acknowledged %d, then %d)", ackedBefore, ackedAfterRestart)

@@ -93,6 +93,9 @@ func tortureVerify(t *testing.T, srv *s3test.Server, ls string, m *mount, prefix
 	sources := map[string]*tortureCopy{}
 	for _, d := range dbs {
 		sources[d.rel] = tortureInspect(t, "source "+d.rel, filepath.Join(m.mnt, d.rel))
+		if sources[d.rel].integrity != "ok" && len(writers) > 0 {
+			tortureKeepFiles(t, m, d.rel, filepath.Dir(writers[0].log))
+		}
 	}
 	if !tortureDrained(t, m, "before the restores") { // the inspection closed connections (a checkpoint)
 		return 0, 0, false
@@ -162,4 +165,24 @@ func tortureVerify(t *testing.T, srv *s3test.Server, ls string, m *mount, prefix
 		}
 	}
 	return lostTx, rolledBack, true
+}
+
+// tortureKeepFiles copies a database's files in the data directory (the
+// database, its -journal or -wal) beside the kept logs, for a post-mortem
+// of a source that failed its integrity check.
+func tortureKeepFiles(t *testing.T, m *mount, rel, keep string) {
+	files, _ := filepath.Glob(filepath.Join(m.data, rel) + "*")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Logf("keep %s: %v", f, err)
+			continue
+		}
+		dst := filepath.Join(keep, "source-"+strings.ReplaceAll(strings.TrimPrefix(f, m.data+"/"), "/", "_"))
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Logf("keep %s: %v", f, err)
+			continue
+		}
+		t.Logf("kept %s as %s", f, dst)
+	}
 }

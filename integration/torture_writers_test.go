@@ -38,6 +38,7 @@ W = a['writer']
 seq = a['seq0']
 st = {'commits': 0, 'failures': 0, 'rollbacks': 0, 'connects': 0, 'errors': {}}
 log = open(a['log'], 'a')
+errlog = open(a['log'] + '.errors', 'a')
 conn = None
 
 def insert(c, n, size, v, first=0):
@@ -112,6 +113,8 @@ while time.time() < a['deadline'] and not os.path.exists(a['stop']):
         st['failures'] += 1
         msg = ('%s: %s' % (type(e).__name__, e))[:200]
         st['errors'][msg] = st['errors'].get(msg, 0) + 1
+        errlog.write('%.6f seq %d: %s\n' % (time.time(), seq, msg.replace('\n', ' ')))
+        errlog.flush()
         drop()
         time.sleep(0.05 + rnd.random() * 0.2)
 drop()
@@ -152,6 +155,25 @@ func (w *tortureWriter) addError(msg string, n int64) {
 		msg = msg[:200]
 	}
 	w.errors[msg] += n
+}
+
+// malformed counts the errors in which SQLite reported the database
+// corrupt. A writer whose mount is killed under it can see one: on the dead
+// mount, pages still in its page cache read back, and a read past the end
+// of the file the kernel last knew returns nothing, which SQLite takes for
+// a page of zeros. It cannot write anything there; the integrity checks of
+// the sources and restores decide. Each error is logged with its time in
+// the writer's .errors file, to match against the kills in walsync's log.
+func (w *tortureWriter) malformed() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for msg, c := range w.errors {
+		if strings.Contains(msg, "malformed") {
+			n += c
+		}
+	}
+	return n
 }
 
 func (w *tortureWriter) summary() string {
@@ -235,6 +257,12 @@ func (w *tortureWriter) runShell(stop *atomic.Bool, deadline time.Time) {
 		return
 	}
 	defer logf.Close()
+	errf, err := os.OpenFile(w.log+".errors", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		w.addError(err.Error(), 1)
+		return
+	}
+	defer errf.Close()
 	seq := 0
 	for i := 0; i < 1_000_000 && !stop.Load() && time.Now().Before(deadline); i++ {
 		var b strings.Builder
@@ -286,6 +314,7 @@ func (w *tortureWriter) runShell(stop *atomic.Bool, deadline time.Time) {
 		}
 		w.mu.Unlock()
 		w.addError(lastLine(string(out)), 1)
+		fmt.Fprintf(errf, "%.6f seq %d: %s\n", float64(time.Now().UnixNano())/1e9, seq, strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " "))
 		time.Sleep(time.Duration(50+rnd.IntN(200)) * time.Millisecond)
 	}
 }
