@@ -263,7 +263,7 @@ func (n *node) makeNode(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, errno
 	}
 	out.FromStat(&st)
-	return n.newChild(ctx, &st), 0
+	return n.newChild(ctx, p, -1, &st), 0
 }
 
 // Link creates a hard link; the staging directory cannot be a target.
@@ -274,9 +274,14 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	return n.LoopbackNode.Link(ctx, target, name, out)
 }
 
-func (n *node) newChild(ctx context.Context, st *syscall.Stat_t) *fs.Inode {
+// newChild returns the inode of a file this node just created at p (fd,
+// if not -1, is open on it). Its identity must be the one go-fuse's
+// loopback Lookup gives the same file (identity.go): a different one
+// would make the kernel, at its next lookup, build a second inode for
+// the file, with its own locks.
+func (n *node) newChild(ctx context.Context, p string, fd int, st *syscall.Stat_t) *fs.Inode {
 	return n.NewInode(ctx, &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, w: n.w},
-		fs.StableAttr{Mode: uint32(st.Mode), Gen: 1, Ino: st.Ino})
+		stableAttr(n.RootData, p, fd, st))
 }
 
 // Create creates and opens a file.
@@ -319,7 +324,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		syscall.Close(fd)
 		return nil, nil, 0, fs.ToErrno(err)
 	}
-	ch := n.newChild(ctx, &st)
+	ch := n.newChild(ctx, p, fd, &st)
 	out.FromStat(&st)
 	h, errno := n.w.newHandle(fd, d, r, &st)
 	if errno != 0 {
