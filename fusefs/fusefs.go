@@ -197,7 +197,13 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.hidden(name) {
 		return nil, syscall.ENOENT
 	}
-	return n.LoopbackNode.Lookup(ctx, name, out)
+	p := filepath.Join(n.w.root, n.rel(name))
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st)
+	return n.newChild(ctx, p, -1, &st), 0
 }
 
 // OpendirHandle lists a directory; the root's listing omits the staging directory.
@@ -271,14 +277,25 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if n.hidden(name) {
 		return nil, syscall.EPERM
 	}
-	return n.LoopbackNode.Link(ctx, target, name, out)
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	p := filepath.Join(n.w.root, n.rel(name))
+	if err := syscall.Link(filepath.Join(n.w.root, t.Path(t.Root())), p); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st)
+	return n.newChild(ctx, p, -1, &st), 0
 }
 
-// newChild returns the inode of a file this node just created at p (fd,
-// if not -1, is open on it). Its identity must be the one go-fuse's
-// loopback Lookup gives the same file (identity.go): a different one
-// would make the kernel, at its next lookup, build a second inode for
-// the file, with its own locks.
+// newChild returns the inode of the file at p (fd, if not -1, is open on
+// it), looked up or just made through this node. Every path that makes an
+// inode goes through it, so a file has one identity (identity.go).
 func (n *node) newChild(ctx context.Context, p string, fd int, st *syscall.Stat_t) *fs.Inode {
 	return n.NewInode(ctx, &node{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, w: n.w},
 		stableAttr(n.RootData, p, fd, st))
