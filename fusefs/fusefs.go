@@ -197,7 +197,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.hidden(name) {
 		return nil, syscall.ENOENT
 	}
-	p := filepath.Join(n.w.root, n.rel(name))
+	return n.existing(ctx, filepath.Join(n.w.root, n.rel(name)), out)
+}
+
+// existing returns the inode of the file at p, which exists.
+func (n *node) existing(ctx context.Context, p string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
 		return nil, fs.ToErrno(err)
@@ -285,12 +289,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := syscall.Link(filepath.Join(n.w.root, t.Path(t.Root())), p); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	out.Attr.FromStat(&st)
-	return n.newChild(ctx, p, -1, &st), 0
+	return n.existing(ctx, p, out)
 }
 
 // newChild returns the inode of the file at p (fd, if not -1, is open on
